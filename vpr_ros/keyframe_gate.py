@@ -1,0 +1,70 @@
+"""Decides which camera frames become keyframes (time and, optionally, motion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass
+class GateDecision:
+    accept: bool
+    reason: str  # "first", "accepted", "too_soon", "no_motion", "time_jump"
+
+
+class KeyframeGate:
+    """Accepts a frame when enough time has passed and, with odometry, the camera moved.
+
+    ``min_period`` is in seconds of message time (header stamps), so replaying a bag faster
+    than real time keeps the same keyframes. With a pose, a frame must also be at least
+    ``min_translation`` metres or ``min_rotation_deg`` degrees away from the last keyframe
+    (either suffices); a zero disables that test. Stamps that jump backwards (a bag restarted
+    in a loop) reset the gate instead of blocking it forever.
+    """
+
+    def __init__(self, min_period: float = 0.5, min_translation: float = 0.0, min_rotation_deg: float = 0.0):
+        if min_period < 0 or min_translation < 0 or min_rotation_deg < 0:
+            raise ValueError("keyframe gate thresholds must be >= 0")
+        self.min_period = min_period
+        self.min_translation = min_translation
+        self.min_rotation = np.deg2rad(min_rotation_deg)
+        self._last_stamp: Optional[float] = None
+        self._last_pose: Optional[np.ndarray] = None
+
+    @property
+    def uses_motion(self) -> bool:
+        return self.min_translation > 0 or self.min_rotation > 0
+
+    def check(self, stamp: float, pose: Optional[np.ndarray] = None) -> GateDecision:
+        """Decide for a frame; the gate's state only moves on when the frame is accepted."""
+        if self._last_stamp is None:
+            return self._accept(stamp, pose, "first")
+        dt = stamp - self._last_stamp
+        if dt < 0:
+            return self._accept(stamp, pose, "time_jump")
+        if dt < self.min_period:
+            return GateDecision(False, "too_soon")
+        if self.uses_motion and pose is not None and self._last_pose is not None and not self._moved(pose):
+            return GateDecision(False, "no_motion")
+        return self._accept(stamp, pose, "accepted")
+
+    def _moved(self, pose: np.ndarray) -> bool:
+        delta = np.linalg.inv(self._last_pose) @ pose
+        translation = float(np.linalg.norm(delta[:3, 3]))
+        cos_angle = np.clip((np.trace(delta[:3, :3]) - 1.0) / 2.0, -1.0, 1.0)
+        rotation = float(np.arccos(cos_angle))
+        return (self.min_translation > 0 and translation >= self.min_translation) or (
+            self.min_rotation > 0 and rotation >= self.min_rotation
+        )
+
+    def _accept(self, stamp: float, pose: Optional[np.ndarray], reason: str) -> GateDecision:
+        self._last_stamp = stamp
+        if pose is not None:
+            self._last_pose = np.asarray(pose, dtype=np.float64)
+        return GateDecision(True, reason)
+
+    def reset(self) -> None:
+        self._last_stamp = None
+        self._last_pose = None

@@ -1,0 +1,145 @@
+"""Incremental FAISS map of keyframe descriptors with recent-keyframe exclusion.
+
+The index is described by a FAISS ``index_factory`` string ("Flat", "HNSW32",
+"IVF1024,PQ64", ...) over inner product, which is cosine similarity for the L2-normalised
+descriptors every model produces. Keyframe ids are stored in the index (IDMap), so they stay
+stable across restarts. Indexes that need training (IVF, PQ) are searched exactly from a
+pending buffer until ``train_size`` descriptors have arrived, then trained once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import faiss
+import numpy as np
+
+from .types import Candidate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KeyframeRecord:
+    id: int
+    stamp: float
+    frame_id: str = ""
+    camera: str = ""
+    pose: Optional[np.ndarray] = None  # 4x4 world_T_camera when known
+
+
+def faiss_gpu_available() -> bool:
+    """True when this faiss build has GPU support and a GPU is visible (faiss-gpu + CUDA)."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class KeyframeMap:
+    def __init__(self, dim: int, index_factory: str = "Flat", device: str = "auto", train_size: int = 10000):
+        self.dim = int(dim)
+        self.index_factory = index_factory
+        base = faiss.index_factory(self.dim, index_factory, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIDMap2(base)
+        self.on_gpu = device in ("auto", "cuda") and faiss_gpu_available()
+        if device == "cuda" and not self.on_gpu:
+            raise RuntimeError("map device 'cuda' requested but faiss has no GPU support here (install faiss-gpu)")
+        if self.on_gpu:  # same results as the CPU index, searched on the GPU
+            self._gpu_resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+        self.index = index
+        self.train_size = int(train_size)
+        self.records: dict[int, KeyframeRecord] = {}
+        self._pending_ids: list[int] = []
+        self._pending: list[np.ndarray] = []
+        self._next_id = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def next_id(self) -> int:
+        return self._next_id
+
+    def _check(self, descriptor: np.ndarray) -> np.ndarray:
+        x = np.asarray(descriptor, dtype=np.float32).reshape(1, -1)
+        if x.shape[1] != self.dim:
+            raise ValueError(f"descriptor has {x.shape[1]} values, map expects {self.dim}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("descriptor contains NaN or Inf")
+        return x
+
+    def add(self, descriptor: np.ndarray, stamp: float, **record_fields) -> int:
+        """Add one keyframe; returns its id (ids increase monotonically)."""
+        x = self._check(descriptor)
+        kf_id = self._next_id
+        self._next_id += 1
+        self.records[kf_id] = KeyframeRecord(id=kf_id, stamp=float(stamp), **record_fields)
+        if self.index.is_trained:
+            self.index.add_with_ids(x, np.array([kf_id], dtype=np.int64))
+        else:
+            self._pending.append(x[0])
+            self._pending_ids.append(kf_id)
+            if len(self._pending) >= self.train_size:
+                self._train()
+        return kf_id
+
+    def _train(self) -> None:
+        data = np.stack(self._pending)
+        log.info("training FAISS index '%s' on %d descriptors", self.index_factory, len(data))
+        self.index.train(data)
+        self.index.add_with_ids(data, np.asarray(self._pending_ids, dtype=np.int64))
+        self._pending, self._pending_ids = [], []
+
+    def search(
+        self,
+        descriptor: np.ndarray,
+        k: int,
+        exclude_recent: int = 0,
+        exclude_seconds: float = 0.0,
+        query_stamp: Optional[float] = None,
+        min_similarity: float = -1.0,
+    ) -> list[Candidate]:
+        """Top-k keyframes by similarity, skipping the ``exclude_recent`` newest keyframes and
+        those within ``exclude_seconds`` of ``query_stamp``; best first."""
+        x = self._check(descriptor)
+        if k <= 0 or not self.records:
+            return []
+        newest_allowed = self._next_id - 1 - max(0, exclude_recent)
+        time_limit = None
+        if exclude_seconds > 0 and query_stamp is not None:
+            time_limit = query_stamp - exclude_seconds
+
+        def allowed(kf_id: int) -> bool:
+            if kf_id < 0 or kf_id > newest_allowed or kf_id not in self.records:
+                return False
+            return time_limit is None or self.records[kf_id].stamp <= time_limit
+
+        # Ask for more than k so that excluded keyframes can be dropped; widen if needed.
+        want = k + max(0, exclude_recent)
+        while True:
+            ids, sims = self._raw_search(x, want)
+            out = [
+                Candidate(int(i), self.records[int(i)].stamp, float(s))
+                for i, s in zip(ids, sims)
+                if allowed(int(i)) and s >= min_similarity
+            ]
+            if len(out) >= k or want >= len(self.records):
+                return out[:k]
+            want = min(len(self.records), want * 2)
+
+    def _raw_search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids_parts, sims_parts = [], []
+        if self.index.ntotal:
+            sims, ids = self.index.search(x, min(k, self.index.ntotal))
+            keep = ids[0] >= 0
+            ids_parts.append(ids[0][keep])
+            sims_parts.append(sims[0][keep])
+        if self._pending:
+            sims = np.stack(self._pending) @ x[0]
+            ids_parts.append(np.asarray(self._pending_ids, dtype=np.int64))
+            sims_parts.append(sims)
+        ids = np.concatenate(ids_parts)
+        sims = np.concatenate(sims_parts)
+        order = np.argsort(-sims, kind="stable")[:k]
+        return ids[order], sims[order]

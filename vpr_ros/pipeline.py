@@ -1,0 +1,133 @@
+"""The loop-closure pipeline as three stages, each wrapped by one ROS node.
+
+DescriptorStage (descriptor node): keyframe gate -> model -> map search -> map add.
+VerificationStage (re-ranker node): keeps what verification needs per keyframe, verifies.
+LoopClosureDecider (loop-closure node): thresholds + temporal consistency.
+
+``LoopClosurePipeline`` chains them in one process for offline evaluation and tests, so the
+offline path and the ROS graph run the same code.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .config import PipelineConfig
+from .encoder import Encoder
+from .feature_store import FeatureStore
+from .image_conversion import resize_to_width
+from .keyframe_gate import KeyframeGate
+from .keyframe_map import KeyframeMap
+from .loop_closure import LoopClosureDecider
+from .rerank import build_reranker
+from .types import Candidate, Frame, Keyframe, LoopDecision
+
+
+@dataclass
+class RetrievalResult:
+    keyframe: Keyframe
+    candidates: list[Candidate]
+    encode_ms: float
+    search_ms: float
+
+
+class DescriptorStage:
+    def __init__(self, config: PipelineConfig, encoder: Optional[Encoder] = None, camera: str = ""):
+        self.config = config
+        self.camera = camera
+        self.encoder = encoder or Encoder(
+            config.model, config.weights or None, device=config.device, precision=config.precision
+        )
+        self.gate = KeyframeGate(
+            config.keyframe_min_period, config.keyframe_min_translation, config.keyframe_min_rotation_deg
+        )
+        self.map = KeyframeMap(self.encoder.descriptor_dim, config.index_factory, device=config.map_device)
+
+    def process(self, frame: Frame) -> tuple[Optional[RetrievalResult], str]:
+        """Returns (result, gate reason); result is None when the gate rejects the frame."""
+        decision = self.gate.check(frame.stamp, frame.pose)
+        if not decision.accept:
+            return None, decision.reason
+        t0 = time.perf_counter()
+        descriptor = self.encoder.encode([frame.image])[0]
+        t1 = time.perf_counter()
+        cfg = self.config
+        candidates = self.map.search(
+            descriptor, cfg.top_k, cfg.exclude_recent_keyframes, cfg.exclude_recent_seconds, frame.stamp
+        )
+        t2 = time.perf_counter()
+        kf_id = self.map.add(descriptor, frame.stamp, frame_id=frame.frame_id, camera=self.camera, pose=frame.pose)
+        image, scale = resize_to_width(frame.image, cfg.verification_image_width)
+        camera_matrix = None
+        if frame.camera_matrix is not None:
+            camera_matrix = np.diag([scale, scale, 1.0]) @ np.asarray(frame.camera_matrix, dtype=np.float64)
+        depth = frame.depth
+        if depth is not None and scale != 1.0:
+            import cv2
+
+            depth = cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        keyframe = Keyframe(
+            id=kf_id, stamp=frame.stamp, descriptor=descriptor, image=image, camera_matrix=camera_matrix,
+            depth=depth, pose=frame.pose, frame_id=frame.frame_id, camera=self.camera,
+        )
+        return RetrievalResult(keyframe, candidates, (t1 - t0) * 1e3, (t2 - t1) * 1e3), decision.reason
+
+
+class VerificationStage:
+    def __init__(self, config: PipelineConfig):
+        self.config = config
+        store = FeatureStore(int(config.feature_ram_budget_mb * 2**20), float16=config.feature_fp16)
+        params = config.reranker_params()
+        if config.reranker != "none":
+            params["feature_store"] = store
+        self.reranker = build_reranker(config.reranker, **params)
+
+    def process(self, query: Keyframe, candidates: list[Candidate]):
+        """Remember the query keyframe, then verify its candidates (best first)."""
+        self.reranker.add_keyframe(query)
+        return self.reranker.verify(query, candidates)
+
+
+def build_decider(config: PipelineConfig) -> LoopClosureDecider:
+    return LoopClosureDecider(
+        min_similarity=config.min_similarity,
+        min_score=config.min_reranker_score,
+        consistency=config.consistency,
+        id_tolerance=config.consistency_id_tolerance,
+        max_query_gap=config.consistency_max_query_gap,
+        accept_score=config.accept_score,
+    )
+
+
+@dataclass
+class PipelineStep:
+    """What happened to one frame in the in-process pipeline."""
+
+    gate_reason: str
+    retrieval: Optional[RetrievalResult] = None
+    decision: Optional[LoopDecision] = None
+    verifications: list = field(default_factory=list)
+    verify_ms: float = 0.0
+
+
+class LoopClosurePipeline:
+    def __init__(self, config: PipelineConfig, encoder: Optional[Encoder] = None):
+        self.config = config
+        self.descriptors = DescriptorStage(config, encoder)
+        self.verification = VerificationStage(config)
+        self.decider = build_decider(config)
+
+    def process(self, frame: Frame) -> PipelineStep:
+        retrieval, reason = self.descriptors.process(frame)
+        if retrieval is None:
+            return PipelineStep(reason)
+        t0 = time.perf_counter()
+        verifications = self.verification.process(retrieval.keyframe, retrieval.candidates)
+        verify_ms = (time.perf_counter() - t0) * 1e3
+        kf = retrieval.keyframe
+        decision = self.decider.decide(kf.id, kf.stamp, verifications)
+        return PipelineStep(reason, retrieval, decision, verifications, verify_ms)
