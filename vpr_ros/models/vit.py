@@ -130,7 +130,7 @@ class DinoVisionTransformer(nn.Module):
         return {"cls": tokens[:, 0], "registers": tokens[:, 1 : 1 + r], "patch": tokens[:, 1 + r :]}
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """All blocks and the final norm; returns ``cls`` [B, D], ``registers`` [B, R, D], ``patch`` [B, N, D]."""
+        """All blocks and the final norm: ``cls`` [B, D], ``registers`` [B, R, D], ``patch`` [B, N, D]."""
         return self.split_tokens(self.norm(self.run_blocks(self.prepare_tokens(x))))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
