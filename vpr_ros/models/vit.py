@@ -14,6 +14,8 @@ the VPR models do not agree on, so every builder takes them explicitly:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,7 +42,10 @@ class DinoVisionTransformer(nn.Module):
         ffn: type[nn.Module] = Mlp,
         interpolate_offset: float = 0.1,
         interpolate_antialias: bool = False,
+        block: Callable[..., nn.Module] = Block,
     ):
+        """``block`` builds each transformer block as ``block(dim, heads, mlp_ratio, init_values=, ffn=)``;
+        models that extend DINOv2's block (RegVPR's adapter) pass their subclass."""
         super().__init__()
         self.embed_dim = embed_dim
         self.patch_size = patch_size
@@ -59,7 +64,7 @@ class DinoVisionTransformer(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, init_values=init_values, ffn=ffn) for _ in range(depth)
+            block(embed_dim, num_heads, mlp_ratio, init_values=init_values, ffn=ffn) for _ in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self._init_weights()
@@ -146,29 +151,30 @@ _ARCHS = {
 }
 
 
-def _build(arch: str, num_register_tokens: int, interpolate_offset: float, interpolate_antialias: bool):
+def _build(arch: str, num_register_tokens: int, interpolate_offset: float, interpolate_antialias: bool, **kw):
     return DinoVisionTransformer(
         **_ARCHS[arch],
         num_register_tokens=num_register_tokens,
         interpolate_offset=interpolate_offset,
         interpolate_antialias=interpolate_antialias,
+        **kw,
     )
 
 
-def vit_small(num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False):
-    return _build("vit_small", num_register_tokens, interpolate_offset, interpolate_antialias)
+def vit_small(num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False, **kw):
+    return _build("vit_small", num_register_tokens, interpolate_offset, interpolate_antialias, **kw)
 
 
-def vit_base(num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False):
-    return _build("vit_base", num_register_tokens, interpolate_offset, interpolate_antialias)
+def vit_base(num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False, **kw):
+    return _build("vit_base", num_register_tokens, interpolate_offset, interpolate_antialias, **kw)
 
 
-def vit_large(num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False):
-    return _build("vit_large", num_register_tokens, interpolate_offset, interpolate_antialias)
+def vit_large(num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False, **kw):
+    return _build("vit_large", num_register_tokens, interpolate_offset, interpolate_antialias, **kw)
 
 
-def vit_giant2(num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False):
-    return _build("vit_giant2", num_register_tokens, interpolate_offset, interpolate_antialias)
+def vit_giant2(num_register_tokens=0, interpolate_offset=0.1, interpolate_antialias=False, **kw):
+    return _build("vit_giant2", num_register_tokens, interpolate_offset, interpolate_antialias, **kw)
 
 
 def dinov2_hub(arch: str, registers: bool) -> DinoVisionTransformer:
