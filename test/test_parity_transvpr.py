@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from parity import assert_case_outputs, load_fixture, save_official_checkpoint
 
+from parity import assert_case_outputs, load_fixture, save_official_checkpoint
 from vpr_ros.models.transvpr import fuse_attention
 from vpr_ros.rerank.keypatch_matching import mutual_nn_matches
 from vpr_ros.weights import load_model
