@@ -212,6 +212,11 @@ def test_garbage_and_unsafe_files_refused(tmp_path):
 def test_explicit_path_must_exist(tmp_path):
     with pytest.raises(W.WeightsNotFoundError, match="nowhere.pth"):
         W.resolve_weights(tiny_spec(), tmp_path / "nowhere.pth")
+    # A folder is accepted when it holds the official file name, and named in the error if not.
+    with pytest.raises(W.WeightsNotFoundError, match="tiny.pth"):
+        W.resolve_weights(tiny_spec(), tmp_path)
+    (tmp_path / "tiny.pth").write_bytes(b"weights")
+    assert W.resolve_weights(tiny_spec(), tmp_path) == tmp_path / "tiny.pth"
 
 
 def test_not_found_message_names_url_target_and_fetch_weights(tmp_path):

@@ -272,7 +272,7 @@ def environment(threads: int | None, device: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpr_ros.benchmark", description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per batch size (median reported)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8])
     parser.add_argument("--threads", type=int, default=None, help="torch/FAISS threads (default: library's)")

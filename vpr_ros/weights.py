@@ -191,7 +191,7 @@ def download_file(
             raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
         except urllib.error.URLError as exc:
             raise DownloadError(f"could not reach {url}: {exc.reason}") from exc
-        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, resets, TLS, disk full
             raise DownloadError(f"download of {url} failed: {exc!r}") from exc
         if size_bytes is not None and done != size_bytes:
             raise ChecksumError(f"{url} gave {done} bytes, expected {size_bytes} (truncated download)")
@@ -245,6 +245,8 @@ def resolve_weights(
     """Return the path of ``spec``'s checkpoint, following the module's resolution order."""
     if path is not None:
         explicit = Path(path).expanduser()
+        if explicit.is_dir() and spec.weights is not None:
+            explicit = explicit / spec.weights.file_name  # a folder holding the official file
         if not explicit.is_file():
             raise WeightsNotFoundError(f"weights file for model '{spec.name}' not found: {explicit}")
         return explicit
