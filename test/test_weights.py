@@ -210,8 +210,8 @@ def test_garbage_and_unsafe_files_refused(tmp_path):
 
 
 def test_explicit_path_must_exist(tmp_path):
-    with pytest.raises(W.WeightsNotFoundError, match="nowhere.pth"):
-        W.resolve_weights(tiny_spec(), tmp_path / "nowhere.pth")
+    with pytest.raises(W.WeightsNotFoundError, match="nowhere.pth.*official file: https://x.invalid/t.pth"):
+        W.resolve_weights(tiny_spec(url="https://x.invalid/t.pth"), tmp_path / "nowhere.pth")
     # A folder is accepted when it holds the official file name, and named in the error if not.
     with pytest.raises(W.WeightsNotFoundError, match="tiny.pth"):
         W.resolve_weights(tiny_spec(), tmp_path)
@@ -232,7 +232,7 @@ def test_not_found_message_names_url_target_and_fetch_weights(tmp_path):
 
 def test_truncated_cache_file_is_reported(tmp_path):
     (tmp_path / "tiny.pth").write_bytes(b"x" * 10)
-    with pytest.raises(W.ChecksumError, match="10 bytes, expected 100"):
+    with pytest.raises(W.ChecksumError, match="10 bytes, expected 100.*delete it and fetch it again"):
         W.resolve_weights(tiny_spec(size_bytes=100), cache_dir=tmp_path, download=False)
 
 

@@ -248,7 +248,11 @@ def resolve_weights(
         if explicit.is_dir() and spec.weights is not None:
             explicit = explicit / spec.weights.file_name  # a folder holding the official file
         if not explicit.is_file():
-            raise WeightsNotFoundError(f"weights file for model '{spec.name}' not found: {explicit}")
+            url = spec.weights.url if spec.weights is not None else None
+            official = f" (official file: {url})" if url else ""
+            raise WeightsNotFoundError(
+                f"weights file for model '{spec.name}' not found: {explicit}{official}"
+            )
         return explicit
 
     weights = spec.weights
@@ -259,7 +263,10 @@ def resolve_weights(
     cached = cache / weights.file_name
     if cached.is_file():
         # Size only: hashing an 800 MB file on every start-up is too slow.
-        verify_file(cached, weights, check_sha256=False)
+        try:
+            verify_file(cached, weights, check_sha256=False)
+        except ChecksumError as exc:
+            raise ChecksumError(f"{exc}; delete it and fetch it again (fetch_weights {spec.name})") from exc
         log.info("model '%s': weights from cache %s", spec.name, cached)
         return cached
 
