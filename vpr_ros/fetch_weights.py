@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
 
+    if args.all:
+        for name, spec in MODELS.items():
+            if name not in names:
+                reason = spec.weights.licence if spec.weights else "no checkpoint description"
+                print(f"{name}: skipped, no official file ({reason})")
     dest = (args.dest or default_cache_dir()).expanduser()
     fetched, failed = [], []
     for spec in specs:
@@ -159,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in fetched:
             print(f"  {path.name}")
         if dest_abs != default_cache_dir().resolve():
-            print(
-                "On the robot, either copy these files to ~/.cache/vpr_ros/ (of the user that runs the nodes),"
-            )
+            print("On the robot, copy these files to ~/.cache/vpr_ros/ of the user that runs the nodes,")
             print(f"or copy the folder anywhere and set {CACHE_ENV}=<that folder> in the nodes' environment.")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
