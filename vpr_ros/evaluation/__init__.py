@@ -1,0 +1,1 @@
+"""Loop-closure evaluation: metrics against ground truth, offline and replay runners."""

@@ -1,0 +1,127 @@
+"""Publishes an image sequence into the graph and collects what comes out.
+
+Used by the demo, the integration tests and replay evaluation. In lock-step mode each frame
+waits for its keyframe to come back on vpr/keyframes before the next one is sent, so a slow
+machine changes timing but never the result; otherwise frames go out at a fixed rate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from ..msg import Keyframe as KeyframeMsg
+from ..msg import LoopClosure
+from .conversions import rgb_to_image_msg, sec_to_stamp, stamp_to_sec
+
+
+class SequencePlayer(Node):
+    def __init__(self, image_topic: str = "/camera/image_raw", camera_info_topic: str = "",
+                 compressed: bool = False, frame_id: str = "camera", namespace: str = ""):
+        super().__init__("vpr_sequence_player", namespace=namespace)
+        self.compressed = compressed
+        self.frame_id = frame_id
+        self.image_pub = self.create_publisher(CompressedImage if compressed else Image, image_topic, 10)
+        self.info_pub = self.create_publisher(CameraInfo, camera_info_topic, 10) if camera_info_topic else None
+        self._lock = threading.Condition()
+        self.keyframes: dict[int, float] = {}  # keyframe id -> stamp
+        self.closures: list[LoopClosure] = []
+        self.rejected: list[LoopClosure] = []
+        self.create_subscription(KeyframeMsg, "vpr/keyframes", self._on_keyframe, 100)
+        self.create_subscription(LoopClosure, "vpr/loop_closures", self._on_closure, 100)
+        self.create_subscription(LoopClosure, "vpr/rejected", self._on_rejected, 100)
+
+    def _on_keyframe(self, msg) -> None:
+        with self._lock:
+            self.keyframes[int(msg.id)] = stamp_to_sec(msg.header.stamp)
+            self._lock.notify_all()
+
+    def _on_closure(self, msg) -> None:
+        with self._lock:
+            self.closures.append(msg)
+            self._lock.notify_all()
+
+    def _on_rejected(self, msg) -> None:
+        with self._lock:
+            self.rejected.append(msg)
+            self._lock.notify_all()
+
+    def wait_for_graph(self, timeout: float = 30.0) -> None:
+        """Block until the descriptor node listens and the loop-closure node publishes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.image_pub.get_subscription_count() > 0 and self.count_publishers("vpr/loop_closures") > 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"vpr_ros graph not up after {timeout:.0f} s (is the descriptor node running?)")
+
+    def make_image_msg(self, image: np.ndarray, stamp: float):
+        header_stamp = sec_to_stamp(stamp)
+        if self.compressed:
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            msg = CompressedImage(format="jpeg", data=buf.tobytes())
+        else:
+            msg = rgb_to_image_msg(image)
+        msg.header.stamp = header_stamp
+        msg.header.frame_id = self.frame_id
+        return msg
+
+    def publish_raw(self, msg) -> None:
+        self.image_pub.publish(msg)
+
+    def publish_frame(self, image: np.ndarray, stamp: float, camera_matrix: Optional[np.ndarray] = None) -> None:
+        if self.info_pub is not None and camera_matrix is not None:
+            info = CameraInfo()
+            info.header.stamp = sec_to_stamp(stamp)
+            info.header.frame_id = self.frame_id
+            info.height, info.width = image.shape[:2]
+            info.k = [float(v) for v in np.ravel(camera_matrix)]
+            self.info_pub.publish(info)
+        self.image_pub.publish(self.make_image_msg(image, stamp))
+
+    def wait_keyframe_with_stamp(self, stamp: float, timeout: float) -> Optional[int]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                for kf_id, kf_stamp in self.keyframes.items():
+                    if abs(kf_stamp - stamp) < 1e-6:
+                        return kf_id
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._lock.wait(remaining)
+
+    def play(self, images: Sequence[np.ndarray], stamps: Sequence[float], camera_matrix=None,
+             lockstep: bool = True, rate_hz: float = 10.0, frame_timeout: float = 60.0, progress=None) -> int:
+        """Publish all frames; returns how many frames did not come back as keyframes."""
+        missing = 0
+        for i, (image, stamp) in enumerate(zip(images, stamps)):
+            t0 = time.monotonic()
+            self.publish_frame(image, float(stamp), camera_matrix)
+            if lockstep:
+                if self.wait_keyframe_with_stamp(float(stamp), frame_timeout) is None:
+                    missing += 1
+            else:
+                time.sleep(max(0.0, 1.0 / rate_hz - (time.monotonic() - t0)))
+            if progress is not None:
+                progress(i)
+        return missing
+
+    def wait_for_decisions(self, timeout: float = 60.0) -> bool:
+        """Wait until every keyframe seen has an accepted or rejected decision."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                decided = {int(m.query_id) for m in self.closures} | {int(m.query_id) for m in self.rejected}
+                if set(self.keyframes) <= decided:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
