@@ -7,18 +7,23 @@ override the file. Without ros2 launch, `ros2 run vpr_ros vpr_graph --ros-args .
 same nodes in one process.
 """
 
-from launch import LaunchDescription
+import os
+
+from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-from ament_index_python.packages import get_package_share_directory
-import os
 
+from launch import LaunchDescription
 
 ARGUMENTS = [
     ("model", "image", "descriptor model: image, pairvpr, transvpr, salad, regvpr, mobilenetv2"),
     ("weights", "", "checkpoint path (empty: cache dir, then the official URL)"),
-    ("image_topic", "/camera/image_raw", "camera topic (sensor_msgs/Image, or CompressedImage with compressed:=true)"),
+    (
+        "image_topic",
+        "/camera/image_raw",
+        "camera topic (sensor_msgs/Image, or CompressedImage with compressed:=true)",
+    ),
     ("compressed", "false", "subscribe to sensor_msgs/CompressedImage"),
     ("camera_info_topic", "", "sensor_msgs/CameraInfo topic (enables relative poses)"),
     ("depth_topic", "", "aligned depth image topic (metric relative poses)"),
@@ -56,17 +61,35 @@ def _nodes(context):
         return {k: v for k, v in overrides.items() if k in keys}
 
     return [
-        Node(package="vpr_ros", executable="descriptor_node", namespace=ns, output="screen",
-             parameters=[params_file, model_params(("model", "weights", "device")), camera]),
-        Node(package="vpr_ros", executable="reranker_node", namespace=ns, output="screen",
-             parameters=[params_file, model_params(("reranker",))]),
-        Node(package="vpr_ros", executable="loop_closure_node", namespace=ns, output="screen",
-             parameters=[params_file]),
+        Node(
+            package="vpr_ros",
+            executable="descriptor_node",
+            namespace=ns,
+            output="screen",
+            parameters=[params_file, model_params(("model", "weights", "device")), camera],
+        ),
+        Node(
+            package="vpr_ros",
+            executable="reranker_node",
+            namespace=ns,
+            output="screen",
+            parameters=[params_file, model_params(("reranker",))],
+        ),
+        Node(
+            package="vpr_ros",
+            executable="loop_closure_node",
+            namespace=ns,
+            output="screen",
+            parameters=[params_file],
+        ),
     ]
 
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=desc) for name, default, desc in ARGUMENTS]
+        [
+            DeclareLaunchArgument(name, default_value=default, description=desc)
+            for name, default, desc in ARGUMENTS
+        ]
         + [OpaqueFunction(function=_nodes)]
     )

@@ -2,7 +2,13 @@ import cv2
 import numpy as np
 import pytest
 
-from vpr_ros.image_conversion import BadImageError, decode_compressed, decode_depth, decode_raw, resize_to_width
+from vpr_ros.image_conversion import (
+    BadImageError,
+    decode_compressed,
+    decode_depth,
+    decode_raw,
+    resize_to_width,
+)
 
 
 @pytest.fixture
@@ -61,7 +67,10 @@ def test_compressed_jpeg_and_png(rgb):
         (lambda: decode_raw("yuv_weird", 6, 8, 24, b"\x00" * 144), "unknown_encoding"),
         (lambda: decode_raw("rgb8", 0, 0, 0, b""), "empty"),
         (lambda: decode_compressed("jpeg", b""), "empty"),
-        (lambda: decode_compressed("jpeg", b"\xff\xd8\xff\xe0 this is not a jpeg at all"), "corrupt_compressed"),
+        (
+            lambda: decode_compressed("jpeg", b"\xff\xd8\xff\xe0 this is not a jpeg at all"),
+            "corrupt_compressed",
+        ),
     ],
 )
 def test_bad_images_raise_with_a_reason(call, reason):

@@ -53,3 +53,15 @@ def test_strong_score_skips_consistency_and_one_disables_it():
     assert LoopClosureDecider(consistency=1).decide(1, 1.0, [_v(0)]).accepted
     with pytest.raises(ValueError):
         LoopClosureDecider(consistency=0)
+
+
+def test_confirmation_also_accepts_the_earlier_supporting_query_once():
+    dec = LoopClosureDecider(consistency=2, id_tolerance=2, max_query_gap=2)
+    first = dec.decide(100, 100.0, [_v(10)])
+    assert first.status == LoopStatus.FAILED_CONSISTENCY and first.confirmed == []
+    second = dec.decide(101, 101.0, [_v(11)])
+    assert second.accepted
+    assert [(d.query_id, d.best.candidate.id, d.accepted) for d in second.confirmed] == [(100, 10, True)]
+    assert "confirmed by keyframe 101" in second.confirmed[0].reason
+    third = dec.decide(102, 102.0, [_v(12)])
+    assert third.accepted and third.confirmed == []  # 100 and 101 were already reported

@@ -10,17 +10,23 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
-
 
 # Parameters that only the ROS nodes use (topics, QoS); offline tools accept and ignore them
 # so that one params file serves both.
 ROS_NODE_PARAMETERS = frozenset(
     {
-        "image_topic", "compressed", "camera_info_topic", "depth_topic", "odom_topic",
-        "image_reliability", "camera_name", "use_sim_time", "publish_rejected",
+        "image_topic",
+        "compressed",
+        "camera_info_topic",
+        "depth_topic",
+        "odom_topic",
+        "image_reliability",
+        "camera_name",
+        "use_sim_time",
+        "publish_rejected",
     }
 )
 
@@ -32,19 +38,27 @@ def _p(default: Any, description: str) -> Any:
 @dataclass
 class PipelineConfig:
     # model
-    model: str = _p("image", "descriptor model registry name (image, pairvpr, transvpr, salad, regvpr, mobilenetv2)")
+    model: str = _p(
+        "image", "descriptor model registry name (image, pairvpr, transvpr, salad, regvpr, mobilenetv2)"
+    )
     weights: str = _p("", "checkpoint path; empty: cache dir, installed package, then official URL")
     device: str = _p("auto", "auto, cpu or cuda (cuda:N)")
     precision: str = _p("fp32", "fp32, fp16 or bf16 (reduced precision only on CUDA)")
     # keyframe gate
     keyframe_min_period: float = _p(0.5, "minimum seconds (message time) between keyframes")
-    keyframe_min_translation: float = _p(0.0, "with odometry: minimum metres moved between keyframes (0 = off)")
-    keyframe_min_rotation_deg: float = _p(0.0, "with odometry: minimum degrees turned between keyframes (0 = off)")
+    keyframe_min_translation: float = _p(
+        0.0, "with odometry: minimum metres moved between keyframes (0 = off)"
+    )
+    keyframe_min_rotation_deg: float = _p(
+        0.0, "with odometry: minimum degrees turned between keyframes (0 = off)"
+    )
     # retrieval
     top_k: int = _p(5, "candidates retrieved from the map per keyframe")
     exclude_recent_keyframes: int = _p(20, "newest keyframes never offered as loop candidates")
     exclude_recent_seconds: float = _p(30.0, "keyframes newer than this many seconds are never candidates")
-    index_factory: str = _p("Flat", "FAISS index_factory string over inner product (Flat, HNSW32, IVF1024,PQ64)")
+    index_factory: str = _p(
+        "Flat", "FAISS index_factory string over inner product (Flat, HNSW32, IVF1024,PQ64)"
+    )
     map_device: str = _p("auto", "FAISS index on auto (GPU when faiss-gpu and CUDA exist), cpu or cuda")
     # verification
     reranker: str = _p("geometric", "geometric, none (pairvpr and keypatch once available)")
@@ -53,7 +67,7 @@ class PipelineConfig:
     geometric_max_features: int = _p(1000, "local features per keyframe")
     geometric_ratio: float = _p(0.8, "Lowe ratio test threshold")
     geometric_min_matches: int = _p(20, "minimum mutual matches before RANSAC")
-    geometric_min_inliers: int = _p(30, "minimum RANSAC inliers for a pass")
+    geometric_min_inliers: int = _p(25, "minimum RANSAC inliers for a pass")
     geometric_ransac_threshold_px: float = _p(2.0, "RANSAC threshold in pixels of the verification image")
     feature_ram_budget_mb: float = _p(512.0, "RAM for re-ranking features; older keyframes spill to disk")
     feature_fp16: bool = _p(False, "store float local features as float16")
@@ -61,7 +75,9 @@ class PipelineConfig:
     min_similarity: float = _p(0.0, "minimum global similarity of a loop closure")
     min_reranker_score: float = _p(-math.inf, "minimum re-ranker score (inliers for geometric)")
     consistency: int = _p(2, "consecutive agreeing keyframes needed (1 = accept at once)")
-    consistency_id_tolerance: int = _p(3, "match ids of agreeing keyframes may differ by this plus the query gap")
+    consistency_id_tolerance: int = _p(
+        3, "match ids of agreeing keyframes may differ by this plus the query gap"
+    )
     consistency_max_query_gap: int = _p(3, "how many keyframes back agreement is looked for")
     accept_score: float = _p(math.inf, "re-ranker score that skips the consistency wait (inf = never)")
     # transport
@@ -72,7 +88,7 @@ class PipelineConfig:
         return {f.name: f.metadata["description"] for f in fields(cls)}
 
     @classmethod
-    def from_dict(cls, values: dict) -> "PipelineConfig":
+    def from_dict(cls, values: dict) -> PipelineConfig:
         known = {f.name: f for f in fields(cls)}
         values = {k: v for k, v in values.items() if k not in ROS_NODE_PARAMETERS}
         unknown = sorted(set(values) - set(known))
@@ -84,7 +100,9 @@ class PipelineConfig:
             try:
                 value = type(default)(value) if not isinstance(default, bool) else _to_bool(value)
             except (TypeError, ValueError):
-                raise ValueError(f"parameter '{name}': cannot use {value!r} as {type(default).__name__}") from None
+                raise ValueError(
+                    f"parameter '{name}': cannot use {value!r} as {type(default).__name__}"
+                ) from None
             setattr(cfg, name, value)
         return cfg
 
@@ -115,7 +133,7 @@ def _to_bool(value: Any) -> bool:
     return bool(value)
 
 
-def read_params_file(path: Optional[str | Path]) -> dict:
+def read_params_file(path: str | Path | None) -> dict:
     """Parameters from a ROS 2 params YAML (``/**: ros__parameters: ...`` or ``node: ros__parameters``).
 
     All ``ros__parameters`` sections are merged (wildcard first, then named nodes), which is
@@ -136,7 +154,7 @@ def read_params_file(path: Optional[str | Path]) -> dict:
     return merged
 
 
-def load_config(params_file: Optional[str | Path] = None, **overrides) -> PipelineConfig:
+def load_config(params_file: str | Path | None = None, **overrides) -> PipelineConfig:
     values = read_params_file(params_file)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return PipelineConfig.from_dict(values)

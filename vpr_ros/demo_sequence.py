@@ -80,7 +80,9 @@ def _view(strip, x_px: float, rng, out_size, lighting: float, jitter_px: float) 
     src = np.float32([[x_px, 0], [x_px + TILE_W, 0], [x_px + TILE_W, TILE_H], [x_px, TILE_H]])
     src += rng.uniform(-jitter_px, jitter_px, src.shape).astype(np.float32)
     dst = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    view = cv2.warpPerspective(strip, cv2.getPerspectiveTransform(src, dst), (w, h), borderMode=cv2.BORDER_REFLECT)
+    view = cv2.warpPerspective(
+        strip, cv2.getPerspectiveTransform(src, dst), (w, h), borderMode=cv2.BORDER_REFLECT
+    )
     view = view.astype(np.float32) * lighting + rng.normal(0, 4, view.shape)
     return np.clip(view, 0, 255).astype(np.uint8)
 
@@ -116,7 +118,11 @@ def make_demo_sequence(
         pose = np.eye(4)
         pose[:2, 3] = positions[-1]
         heading = angle + math.pi / 2  # walking along the circle
-        pose[:3, :3] = [[math.cos(heading), -math.sin(heading), 0], [math.sin(heading), math.cos(heading), 0], [0, 0, 1]]
+        pose[:3, :3] = [
+            [math.cos(heading), -math.sin(heading), 0],
+            [math.sin(heading), math.cos(heading), 0],
+            [0, 0, 1],
+        ]
         poses.append(pose)
     positions = np.asarray(positions)
     dist = np.linalg.norm(positions[:, None] - positions[None], axis=-1)

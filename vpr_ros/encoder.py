@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 _PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def preprocess(image: np.ndarray, policy: InputPolicy, size: Optional[tuple[int, int]] = None) -> np.ndarray:
+def preprocess(image: np.ndarray, policy: InputPolicy, size: tuple[int, int] | None = None) -> np.ndarray:
     """HxWx3 uint8 RGB -> 3xHxW float32 normalised network input at ``size`` (default native)."""
     h, w = policy.validate_size(size or policy.size)
     if policy.resize == "center_crop":
@@ -49,10 +49,10 @@ class Encoder:
     def __init__(
         self,
         model_name: str,
-        weights: Optional[str] = None,
+        weights: str | None = None,
         device: str = "auto",
         precision: str = "fp32",
-        input_size: Optional[tuple[int, int]] = None,
+        input_size: tuple[int, int] | None = None,
         random_init: bool = False,
     ):
         from .weights import load_model  # heavy imports stay out of module import time
@@ -60,7 +60,9 @@ class Encoder:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got '{precision}'")
         self.device = resolve_device(device)
-        self.model, self.spec = load_model(model_name, weights, device=str(self.device), random_init=random_init)
+        self.model, self.spec = load_model(
+            model_name, weights, device=str(self.device), random_init=random_init
+        )
         self.input_size = self.spec.input.validate_size(input_size or self.spec.input.size)
         self.dtype = _PRECISIONS[precision] if self.device.type == "cuda" else torch.float32
         self.name = model_name
@@ -79,8 +81,9 @@ class Encoder:
 
     def _run(self, fn, images: Sequence[np.ndarray]):
         batch = self._batch(images)
-        with torch.inference_mode(), torch.autocast(
-            self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32),
         ):
             return fn(batch)
 

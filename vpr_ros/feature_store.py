@@ -12,7 +12,6 @@ import shutil
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -24,7 +23,9 @@ def _nbytes(features: Features) -> int:
 
 
 class FeatureStore:
-    def __init__(self, ram_budget_bytes: int = 512 * 2**20, spill_dir: Optional[str] = None, float16: bool = False):
+    def __init__(
+        self, ram_budget_bytes: int = 512 * 2**20, spill_dir: str | None = None, float16: bool = False
+    ):
         self.ram_budget_bytes = int(ram_budget_bytes)
         self.float16 = float16
         self._own_spill_dir = spill_dir is None
@@ -57,7 +58,7 @@ class FeatureStore:
         while self.ram_bytes > self.ram_budget_bytes and len(self._ram) > 1:
             self._spill_oldest()
 
-    def get(self, kf_id: int) -> Optional[Features]:
+    def get(self, kf_id: int) -> Features | None:
         """Features of a keyframe (float16 entries are returned as stored), or None."""
         if kf_id in self._ram:
             return self._ram[kf_id]

@@ -41,7 +41,9 @@ class BadImageError(ValueError):
 
 def _raw_view(encoding: str, height: int, width: int, step: int, data, big_endian: bool) -> np.ndarray:
     if encoding not in _RAW_ENCODINGS:
-        raise BadImageError("unknown_encoding", f"encoding '{encoding}' (supported: {', '.join(_RAW_ENCODINGS)})")
+        raise BadImageError(
+            "unknown_encoding", f"encoding '{encoding}' (supported: {', '.join(_RAW_ENCODINGS)})"
+        )
     channels, dtype, _ = _RAW_ENCODINGS[encoding]
     if height <= 0 or width <= 0:
         raise BadImageError("empty", f"image size {width}x{height}")
@@ -59,7 +61,9 @@ def _raw_view(encoding: str, height: int, width: int, step: int, data, big_endia
     return image.reshape(height, width, channels) if channels > 1 else image.reshape(height, width)
 
 
-def decode_raw(encoding: str, height: int, width: int, step: int, data, big_endian: bool = False) -> np.ndarray:
+def decode_raw(
+    encoding: str, height: int, width: int, step: int, data, big_endian: bool = False
+) -> np.ndarray:
     """sensor_msgs/Image fields -> HxWx3 uint8 RGB (16-bit images are scaled to 8 bits)."""
     image = _raw_view(encoding, height, width, step, data, big_endian)
     if image.dtype != np.uint8:  # 16-bit grey: stretch the used range so features survive
@@ -82,7 +86,9 @@ def decode_compressed(fmt: str, data) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def decode_depth(encoding: str, height: int, width: int, step: int, data, big_endian: bool = False) -> np.ndarray:
+def decode_depth(
+    encoding: str, height: int, width: int, step: int, data, big_endian: bool = False
+) -> np.ndarray:
     """Depth image (16UC1 millimetres or 32FC1 metres) -> HxW float32 metres, 0 = invalid."""
     if encoding in ("16UC1", "mono16"):
         depth = _raw_view(encoding, height, width, step, data, big_endian).astype(np.float32) * 1e-3
@@ -91,7 +97,13 @@ def decode_depth(encoding: str, height: int, width: int, step: int, data, big_en
         if step * height != buf.size or step < width * 4 or height <= 0:
             raise BadImageError("size_mismatch", f"32FC1 {width}x{height} step {step}, got {buf.size} bytes")
         dt = np.dtype(np.float32).newbyteorder(">" if big_endian else "<")
-        depth = buf.reshape(height, step)[:, : width * 4].copy().view(dt).reshape(height, width).astype(np.float32)
+        depth = (
+            buf.reshape(height, step)[:, : width * 4]
+            .copy()
+            .view(dt)
+            .reshape(height, width)
+            .astype(np.float32)
+        )
     else:
         raise BadImageError("unknown_encoding", f"depth encoding '{encoding}' (supported: 16UC1, 32FC1)")
     depth[~np.isfinite(depth)] = 0.0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -30,14 +29,14 @@ class KeyframeGate:
         self.min_period = min_period
         self.min_translation = min_translation
         self.min_rotation = np.deg2rad(min_rotation_deg)
-        self._last_stamp: Optional[float] = None
-        self._last_pose: Optional[np.ndarray] = None
+        self._last_stamp: float | None = None
+        self._last_pose: np.ndarray | None = None
 
     @property
     def uses_motion(self) -> bool:
         return self.min_translation > 0 or self.min_rotation > 0
 
-    def check(self, stamp: float, pose: Optional[np.ndarray] = None) -> GateDecision:
+    def check(self, stamp: float, pose: np.ndarray | None = None) -> GateDecision:
         """Decide for a frame; the gate's state only moves on when the frame is accepted."""
         if self._last_stamp is None:
             return self._accept(stamp, pose, "first")
@@ -59,7 +58,7 @@ class KeyframeGate:
             self.min_rotation > 0 and rotation >= self.min_rotation
         )
 
-    def _accept(self, stamp: float, pose: Optional[np.ndarray], reason: str) -> GateDecision:
+    def _accept(self, stamp: float, pose: np.ndarray | None, reason: str) -> GateDecision:
         self._last_stamp = stamp
         if pose is not None:
             self._last_pose = np.asarray(pose, dtype=np.float64)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional
 
 import faiss
 import numpy as np
@@ -27,7 +26,7 @@ class KeyframeRecord:
     stamp: float
     frame_id: str = ""
     camera: str = ""
-    pose: Optional[np.ndarray] = None  # 4x4 world_T_camera when known
+    pose: np.ndarray | None = None  # 4x4 world_T_camera when known
 
 
 def faiss_gpu_available() -> bool:
@@ -43,7 +42,9 @@ class KeyframeMap:
         index = faiss.IndexIDMap2(base)
         self.on_gpu = device in ("auto", "cuda") and faiss_gpu_available()
         if device == "cuda" and not self.on_gpu:
-            raise RuntimeError("map device 'cuda' requested but faiss has no GPU support here (install faiss-gpu)")
+            raise RuntimeError(
+                "map device 'cuda' requested but faiss has no GPU support here (install faiss-gpu)"
+            )
         if self.on_gpu:  # same results as the CPU index, searched on the GPU
             self._gpu_resources = faiss.StandardGpuResources()
             index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
@@ -97,7 +98,7 @@ class KeyframeMap:
         k: int,
         exclude_recent: int = 0,
         exclude_seconds: float = 0.0,
-        query_stamp: Optional[float] = None,
+        query_stamp: float | None = None,
         min_similarity: float = -1.0,
     ) -> list[Candidate]:
         """Top-k keyframes by similarity, skipping the ``exclude_recent`` newest keyframes and
@@ -121,7 +122,7 @@ class KeyframeMap:
             ids, sims = self._raw_search(x, want)
             out = [
                 Candidate(int(i), self.records[int(i)].stamp, float(s))
-                for i, s in zip(ids, sims)
+                for i, s in zip(ids, sims, strict=True)
                 if allowed(int(i)) and s >= min_similarity
             ]
             if len(out) >= k or want >= len(self.records):

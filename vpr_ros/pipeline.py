@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 
@@ -36,7 +35,7 @@ class RetrievalResult:
 
 
 class DescriptorStage:
-    def __init__(self, config: PipelineConfig, encoder: Optional[Encoder] = None, camera: str = ""):
+    def __init__(self, config: PipelineConfig, encoder: Encoder | None = None, camera: str = ""):
         self.config = config
         self.camera = camera
         self.encoder = encoder or Encoder(
@@ -47,7 +46,7 @@ class DescriptorStage:
         )
         self.map = KeyframeMap(self.encoder.descriptor_dim, config.index_factory, device=config.map_device)
 
-    def process(self, frame: Frame) -> tuple[Optional[RetrievalResult], str]:
+    def process(self, frame: Frame) -> tuple[RetrievalResult | None, str]:
         """Returns (result, gate reason); result is None when the gate rejects the frame."""
         decision = self.gate.check(frame.stamp, frame.pose)
         if not decision.accept:
@@ -60,7 +59,9 @@ class DescriptorStage:
             descriptor, cfg.top_k, cfg.exclude_recent_keyframes, cfg.exclude_recent_seconds, frame.stamp
         )
         t2 = time.perf_counter()
-        kf_id = self.map.add(descriptor, frame.stamp, frame_id=frame.frame_id, camera=self.camera, pose=frame.pose)
+        kf_id = self.map.add(
+            descriptor, frame.stamp, frame_id=frame.frame_id, camera=self.camera, pose=frame.pose
+        )
         image, scale = resize_to_width(frame.image, cfg.verification_image_width)
         camera_matrix = None
         if frame.camera_matrix is not None:
@@ -71,8 +72,15 @@ class DescriptorStage:
 
             depth = cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
         keyframe = Keyframe(
-            id=kf_id, stamp=frame.stamp, descriptor=descriptor, image=image, camera_matrix=camera_matrix,
-            depth=depth, pose=frame.pose, frame_id=frame.frame_id, camera=self.camera,
+            id=kf_id,
+            stamp=frame.stamp,
+            descriptor=descriptor,
+            image=image,
+            camera_matrix=camera_matrix,
+            depth=depth,
+            pose=frame.pose,
+            frame_id=frame.frame_id,
+            camera=self.camera,
         )
         return RetrievalResult(keyframe, candidates, (t1 - t0) * 1e3, (t2 - t1) * 1e3), decision.reason
 
@@ -108,14 +116,14 @@ class PipelineStep:
     """What happened to one frame in the in-process pipeline."""
 
     gate_reason: str
-    retrieval: Optional[RetrievalResult] = None
-    decision: Optional[LoopDecision] = None
+    retrieval: RetrievalResult | None = None
+    decision: LoopDecision | None = None
     verifications: list = field(default_factory=list)
     verify_ms: float = 0.0
 
 
 class LoopClosurePipeline:
-    def __init__(self, config: PipelineConfig, encoder: Optional[Encoder] = None):
+    def __init__(self, config: PipelineConfig, encoder: Encoder | None = None):
         self.config = config
         self.descriptors = DescriptorStage(config, encoder)
         self.verification = VerificationStage(config)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Optional
 
 import numpy as np
 
@@ -26,9 +25,9 @@ class Frame:
     stamp: float  # seconds
     image: np.ndarray  # HxWx3 uint8 RGB
     frame_id: str = ""
-    camera_matrix: Optional[np.ndarray] = None  # 3x3 intrinsics of `image`
-    depth: Optional[np.ndarray] = None  # HxW float32 metres, aligned with `image`
-    pose: Optional[np.ndarray] = None  # 4x4 odometry pose of the camera (world_T_camera)
+    camera_matrix: np.ndarray | None = None  # 3x3 intrinsics of `image`
+    depth: np.ndarray | None = None  # HxW float32 metres, aligned with `image`
+    pose: np.ndarray | None = None  # 4x4 odometry pose of the camera (world_T_camera)
 
 
 @dataclass
@@ -38,10 +37,10 @@ class Keyframe:
     id: int
     stamp: float
     descriptor: np.ndarray  # [D] float32, L2-normalised
-    image: Optional[np.ndarray] = None  # downscaled RGB used for verification
-    camera_matrix: Optional[np.ndarray] = None  # intrinsics of `image` (scaled)
-    depth: Optional[np.ndarray] = None
-    pose: Optional[np.ndarray] = None
+    image: np.ndarray | None = None  # downscaled RGB used for verification
+    camera_matrix: np.ndarray | None = None  # intrinsics of `image` (scaled)
+    depth: np.ndarray | None = None
+    pose: np.ndarray | None = None
     frame_id: str = ""
     camera: str = ""
     local_features: dict = field(default_factory=dict)  # model local features, if any
@@ -73,7 +72,7 @@ class Verification:
     inliers: int  # -1 when the re-ranker has no notion of inliers
     passed: bool
     reason: str
-    relative_pose: Optional[RelativePose] = None
+    relative_pose: RelativePose | None = None
 
 
 @dataclass
@@ -84,7 +83,9 @@ class LoopDecision:
     query_stamp: float
     status: LoopStatus
     reason: str
-    best: Optional[Verification] = None
+    best: Verification | None = None
+    # Earlier queries whose pending hypotheses this decision confirmed (accepted late).
+    confirmed: list[LoopDecision] = field(default_factory=list)
 
     @property
     def accepted(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -20,7 +20,7 @@ def queries_with_loop(same_place: np.ndarray, queries: Iterable[int], min_gap: i
 def score_loop_closures(
     closures: list[tuple[int, int]],
     same_place: np.ndarray,
-    queries: Optional[Iterable[int]] = None,
+    queries: Iterable[int] | None = None,
     min_gap: int = 1,
 ) -> dict:
     """Precision and recall of published loop closures (query frame, match frame).

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -50,16 +50,16 @@ class WeightsSpec:
     """
 
     file_name: str
-    url: Optional[str] = None
-    sha256: Optional[str] = None
-    size_bytes: Optional[int] = None
-    container_key: Optional[str] = None
+    url: str | None = None
+    sha256: str | None = None
+    size_bytes: int | None = None
+    container_key: str | None = None
     key_prefix: str = ""
     ignored_keys: tuple[str, ...] = ()
     licence: str = ""
     # Python package that ships the file (offline installs), and the path inside it.
-    package: Optional[str] = None
-    package_path: Optional[str] = None
+    package: str | None = None
+    package_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,13 @@ class ModelSpec:
     build: Callable[[], nn.Module]
     descriptor_dim: int
     input: InputPolicy
-    weights: Optional[WeightsSpec]
+    weights: WeightsSpec | None
     # Local features the model can hand to a re-ranker, e.g. ("patch_tokens",).
     local_features: tuple[str, ...] = ()
     description: str = ""
     # Model-specific fix-ups applied to a loaded state dict before the strict load
     # (e.g. Pair-VPR rebuilds dec_pos_embed_cls at load time).
-    adapt_state_dict: Optional[Callable[[dict], dict]] = None
+    adapt_state_dict: Callable[[dict], dict] | None = None
     extra: dict = field(default_factory=dict)
 
 

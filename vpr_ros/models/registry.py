@@ -61,7 +61,7 @@ MODELS: dict[str, ModelSpec] = {
                 licence="CSIRO BSD-3-Clause-Clear, non-commercial only",
             ),
             local_features=("dense",),
-            description="Pair-VPR ViT-B (speed config): 512-D global + dense features for the pair classifier",
+            description="Pair-VPR ViT-B (speed config): 512-D global + dense features for pair re-ranking",
             adapt_state_dict=_pairvpr_fixup,
         ),
         ModelSpec(

@@ -59,7 +59,7 @@ class SelfAttention(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """CCT layer: pre-norm attention residual, then a post-norm, then an MLP residual with no norm before it."""
+    """CCT layer: pre-norm attention residual, a post-norm, then an MLP residual with no norm before it."""
 
     def __init__(self, dim: int, num_heads: int, hidden: int):
         super().__init__()
@@ -149,7 +149,7 @@ class TransVPR(VPRModel):
             x = stage(x)
             maps.append(x)
         tokenizers = (self.tokenizer1, self.tokenizer2, self.tokenizer3, self.tokenizer4)
-        tokens = torch.cat([tok(m) for tok, m in zip(tokenizers, maps)], dim=-1)
+        tokens = torch.cat([tok(m) for tok, m in zip(tokenizers, maps, strict=True)], dim=-1)
         return self.transformer(tokens), (x.shape[-2], x.shape[-1])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

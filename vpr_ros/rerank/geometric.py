@@ -10,7 +10,6 @@ query, PnP on the inliers gives a metric pose. Every rejection carries a short r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -32,7 +31,9 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def _normalise(points: np.ndarray, camera_matrix: np.ndarray) -> np.ndarray:
-    return cv2.undistortPoints(points.reshape(-1, 1, 2).astype(np.float64), camera_matrix, None).reshape(-1, 2)
+    return cv2.undistortPoints(points.reshape(-1, 1, 2).astype(np.float64), camera_matrix, None).reshape(
+        -1, 2
+    )
 
 
 def _spread(points: np.ndarray, image_shape: tuple[int, int]) -> tuple[float, float]:
@@ -71,12 +72,14 @@ class GeometricVerifier:
         ransac_threshold_px: float = 2.0,
         confidence: float = 0.999,
         min_spread: float = 0.05,
-        feature_store: Optional[FeatureStore] = None,
+        feature_store: FeatureStore | None = None,
     ):
         if feature not in ("sift", "orb"):
             raise ValueError(f"feature must be 'sift' or 'orb', got '{feature}'")
         self.feature = feature
-        self.detector = cv2.SIFT_create(nfeatures=max_features) if feature == "sift" else cv2.ORB_create(max_features)
+        self.detector = (
+            cv2.SIFT_create(nfeatures=max_features) if feature == "sift" else cv2.ORB_create(max_features)
+        )
         norm = cv2.NORM_L2 if feature == "sift" else cv2.NORM_HAMMING
         self.matcher = cv2.BFMatcher(norm)
         self.ratio = ratio
@@ -87,7 +90,7 @@ class GeometricVerifier:
         self.min_spread = min_spread
         self.store = feature_store or FeatureStore()
         # Per map keyframe: intrinsics of its stored image (None when unknown).
-        self._intrinsics: dict[int, Optional[np.ndarray]] = {}
+        self._intrinsics: dict[int, np.ndarray | None] = {}
 
     # -- features -------------------------------------------------------------------------
     def features(self, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -121,7 +124,9 @@ class GeometricVerifier:
         pairs = [
             (m[0].queryIdx, m[0].trainIdx)
             for m in forward
-            if len(m) == 2 and m[0].distance < self.ratio * m[1].distance and best_back.get(m[0].trainIdx) == m[0].queryIdx
+            if len(m) == 2
+            and m[0].distance < self.ratio * m[1].distance
+            and best_back.get(m[0].trainIdx) == m[0].queryIdx
         ]
         if not pairs:
             return empty
@@ -135,10 +140,10 @@ class GeometricVerifier:
         feats_q: dict,
         feats_m: dict,
         query_shape: tuple[int, int],
-        k_query: Optional[np.ndarray] = None,
-        k_match: Optional[np.ndarray] = None,
-        depth_query: Optional[np.ndarray] = None,
-    ) -> tuple[int, bool, str, Optional[RelativePose]]:
+        k_query: np.ndarray | None = None,
+        k_match: np.ndarray | None = None,
+        depth_query: np.ndarray | None = None,
+    ) -> tuple[int, bool, str, RelativePose | None]:
         """(inliers, passed, reason, relative pose) for one image pair."""
         m = self.match(feats_q, feats_m)
         n = len(m.query_pts)
@@ -166,7 +171,12 @@ class GeometricVerifier:
         if elongation < 0.05:
             return inliers, False, "degenerate: inliers are nearly collinear", None
         if coverage < self.min_spread:
-            return inliers, False, f"inliers cover {coverage:.1%} of the image (< {self.min_spread:.0%})", None
+            return (
+                inliers,
+                False,
+                f"inliers cover {coverage:.1%} of the image (< {self.min_spread:.0%})",
+                None,
+            )
         pose = None
         if use_essential:
             pose = self._relative_pose(model, pq, pm, inlier_mask, m, k_query, k_match, depth_query, coverage)
@@ -213,7 +223,9 @@ class GeometricVerifier:
         for cand in candidates:
             feats_m = self.store.get(cand.id)
             if feats_m is None:
-                results.append(Verification(cand, 0.0, 0, False, "candidate keyframe not in the feature store"))
+                results.append(
+                    Verification(cand, 0.0, 0, False, "candidate keyframe not in the feature store")
+                )
                 continue
             k_match = self._intrinsics.get(cand.id)
             inliers, passed, reason, pose = self.verify_pair(

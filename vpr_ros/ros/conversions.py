@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -11,9 +10,9 @@ from geometry_msgs.msg import Pose
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..image_conversion import decode_compressed, decode_depth, decode_raw, encode_rgb8
-from ..types import Candidate, Keyframe, LoopDecision, LoopStatus, RelativePose, Verification
 from ..msg import Keyframe as KeyframeMsg
 from ..msg import LoopClosure
+from ..types import Candidate, Keyframe, LoopDecision, LoopStatus, RelativePose, Verification
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -50,7 +49,7 @@ def depth_to_image_msg(depth: np.ndarray) -> Image:
     return Image(height=h, width=w, encoding="32FC1", is_bigendian=0, step=w * 4, data=depth.tobytes())
 
 
-def camera_matrix_from_info(info: CameraInfo) -> Optional[np.ndarray]:
+def camera_matrix_from_info(info: CameraInfo) -> np.ndarray | None:
     k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
     return k if k[0, 0] > 0 and k[1, 1] > 0 else None
 
@@ -136,7 +135,7 @@ def keyframe_from_msg(msg: KeyframeMsg) -> Keyframe:
 def candidates_from_msg(msg) -> list[Candidate]:
     return [
         Candidate(int(i), stamp_to_sec(s), float(sim))
-        for i, s, sim in zip(msg.candidate_ids, msg.candidate_stamps, msg.similarities)
+        for i, s, sim in zip(msg.candidate_ids, msg.candidate_stamps, msg.similarities, strict=True)
     ]
 
 
@@ -168,11 +167,17 @@ def verification_from_msg(msg: LoopClosure) -> Verification:
         m = pose_to_matrix(msg.relative_pose)
         pose = RelativePose(m[:3, :3], m[:3, 3], msg.pose_is_metric, np.asarray(msg.covariance).reshape(6, 6))
     cand = Candidate(int(msg.match_id), stamp_to_sec(msg.match_stamp), float(msg.similarity))
-    return Verification(cand, float(msg.reranker_score), int(msg.inliers), msg.status == LoopClosure.ACCEPTED,
-                        msg.reason, pose)
+    return Verification(
+        cand,
+        float(msg.reranker_score),
+        int(msg.inliers),
+        msg.status == LoopClosure.ACCEPTED,
+        msg.reason,
+        pose,
+    )
 
 
-def decision_to_msg(decision: LoopDecision, template: Optional[LoopClosure], frame_id: str = "") -> LoopClosure:
+def decision_to_msg(decision: LoopDecision, template: LoopClosure | None, frame_id: str = "") -> LoopClosure:
     """The final decision; ``template`` is the verified candidate message it is about."""
     msg = LoopClosure()
     if template is not None:

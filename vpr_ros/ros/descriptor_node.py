@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter, deque
 
 import numpy as np
-import rclpy
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -34,9 +33,20 @@ from .params import declare_pipeline_parameters, read_pipeline_config
 from .worker import BoundedWorker
 
 PARAMETERS = [
-    "model", "weights", "device", "precision", "keyframe_min_period", "keyframe_min_translation",
-    "keyframe_min_rotation_deg", "top_k", "exclude_recent_keyframes", "exclude_recent_seconds",
-    "index_factory", "map_device", "verification_image_width", "queue_size",
+    "model",
+    "weights",
+    "device",
+    "precision",
+    "keyframe_min_period",
+    "keyframe_min_translation",
+    "keyframe_min_rotation_deg",
+    "top_k",
+    "exclude_recent_keyframes",
+    "exclude_recent_seconds",
+    "index_factory",
+    "map_device",
+    "verification_image_width",
+    "queue_size",
 ]
 # Sensor streams are matched to an image by stamp within this tolerance (seconds).
 SYNC_TOLERANCE = 0.05
@@ -70,7 +80,8 @@ class DescriptorNode(Node):
 
         self.stage = DescriptorStage(self.config, camera=camera)  # fails fast on a missing checkpoint
         self.get_logger().info(
-            f"model '{self.config.model}' on {self.stage.encoder.device}, {self.stage.encoder.descriptor_dim}-D, "
+            f"model '{self.config.model}' on {self.stage.encoder.device}, "
+            f"{self.stage.encoder.descriptor_dim}-D, "
             f"map index '{self.config.index_factory}'{' on GPU' if self.stage.map.on_gpu else ''}"
         )
         self.counts: Counter = Counter()

@@ -16,8 +16,12 @@ from .conversions import decision_to_msg, stamp_to_sec, verification_from_msg
 from .params import declare_pipeline_parameters, read_pipeline_config
 
 PARAMETERS = [
-    "min_similarity", "min_reranker_score", "consistency", "consistency_id_tolerance",
-    "consistency_max_query_gap", "accept_score",
+    "min_similarity",
+    "min_reranker_score",
+    "consistency",
+    "consistency_id_tolerance",
+    "consistency_max_query_gap",
+    "accept_score",
 ]
 
 
@@ -29,6 +33,8 @@ class LoopClosureNode(Node):
         self.config = read_pipeline_config(self, PARAMETERS)
         self.decider = build_decider(self.config)
         self.counts: Counter = Counter()
+        # Verified candidates of recent unconfirmed queries, by query id then match id.
+        self._pending: dict[int, dict[int, LoopClosure]] = {}
         self.loop_pub = self.create_publisher(LoopClosure, "vpr/loop_closures", 50)
         self.rejected_pub = self.create_publisher(LoopClosure, "vpr/rejected", 10)
         self.create_subscription(LoopClosureArray, "vpr/verified", self._on_verified, 50)
@@ -40,15 +46,27 @@ class LoopClosureNode(Node):
         template = None
         if decision.best is not None:
             template = next(c for c in msg.closures if c.match_id == decision.best.candidate.id)
-        out = decision_to_msg(decision, template, msg.header.frame_id)
+        self._publish(decision_to_msg(decision, template, msg.header.frame_id), decision)
+        # Earlier keyframes this one confirmed: their stored messages, now accepted.
+        for late in decision.confirmed:
+            stored = self._pending.pop(late.query_id, {}).get(late.best.candidate.id)
+            self._publish(decision_to_msg(late, stored, msg.header.frame_id), late)
+        if template is not None and not decision.accepted:
+            self._pending[decision.query_id] = {c.match_id: c for c in msg.closures}
+        while len(self._pending) > 64:  # only recent queries can still be confirmed
+            self._pending.pop(next(iter(self._pending)))
+
+    def _publish(self, out: LoopClosure, decision) -> None:
         if decision.accepted:
             self.loop_pub.publish(out)
             self.get_logger().info(
                 f"loop closure {out.query_id} -> {out.match_id} (similarity {out.similarity:.3f}, "
-                f"score {out.reranker_score:.1f})"
+                f"score {out.reranker_score:.1f}): {decision.reason}"
             )
         else:
-            self.get_logger().debug(f"keyframe {decision.query_id}: {decision.status.name}: {decision.reason}")
+            self.get_logger().debug(
+                f"keyframe {decision.query_id}: {decision.status.name}: {decision.reason}"
+            )
             if self.get_parameter("publish_rejected").value:
                 self.rejected_pub.publish(out)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -22,13 +22,21 @@ from .conversions import rgb_to_image_msg, sec_to_stamp, stamp_to_sec
 
 
 class SequencePlayer(Node):
-    def __init__(self, image_topic: str = "/camera/image_raw", camera_info_topic: str = "",
-                 compressed: bool = False, frame_id: str = "camera", namespace: str = ""):
-        super().__init__("vpr_sequence_player", namespace=namespace)
+    def __init__(
+        self,
+        image_topic: str = "/camera/image_raw",
+        camera_info_topic: str = "",
+        compressed: bool = False,
+        frame_id: str = "camera",
+        **node_kwargs,
+    ):
+        super().__init__("vpr_sequence_player", **node_kwargs)
         self.compressed = compressed
         self.frame_id = frame_id
         self.image_pub = self.create_publisher(CompressedImage if compressed else Image, image_topic, 10)
-        self.info_pub = self.create_publisher(CameraInfo, camera_info_topic, 10) if camera_info_topic else None
+        self.info_pub = (
+            self.create_publisher(CameraInfo, camera_info_topic, 10) if camera_info_topic else None
+        )
         self._lock = threading.Condition()
         self.keyframes: dict[int, float] = {}  # keyframe id -> stamp
         self.closures: list[LoopClosure] = []
@@ -57,6 +65,7 @@ class SequencePlayer(Node):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.image_pub.get_subscription_count() > 0 and self.count_publishers("vpr/loop_closures") > 0:
+                time.sleep(0.5)  # matching is not instantaneous on the subscriber's side
                 return
             time.sleep(0.1)
         raise TimeoutError(f"vpr_ros graph not up after {timeout:.0f} s (is the descriptor node running?)")
@@ -64,7 +73,9 @@ class SequencePlayer(Node):
     def make_image_msg(self, image: np.ndarray, stamp: float):
         header_stamp = sec_to_stamp(stamp)
         if self.compressed:
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            ok, buf = cv2.imencode(
+                ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+            )
             msg = CompressedImage(format="jpeg", data=buf.tobytes())
         else:
             msg = rgb_to_image_msg(image)
@@ -75,7 +86,7 @@ class SequencePlayer(Node):
     def publish_raw(self, msg) -> None:
         self.image_pub.publish(msg)
 
-    def publish_frame(self, image: np.ndarray, stamp: float, camera_matrix: Optional[np.ndarray] = None) -> None:
+    def publish_frame(self, image: np.ndarray, stamp: float, camera_matrix: np.ndarray | None = None) -> None:
         if self.info_pub is not None and camera_matrix is not None:
             info = CameraInfo()
             info.header.stamp = sec_to_stamp(stamp)
@@ -85,7 +96,7 @@ class SequencePlayer(Node):
             self.info_pub.publish(info)
         self.image_pub.publish(self.make_image_msg(image, stamp))
 
-    def wait_keyframe_with_stamp(self, stamp: float, timeout: float) -> Optional[int]:
+    def wait_keyframe_with_stamp(self, stamp: float, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
@@ -97,29 +108,52 @@ class SequencePlayer(Node):
                     return None
                 self._lock.wait(remaining)
 
-    def play(self, images: Sequence[np.ndarray], stamps: Sequence[float], camera_matrix=None,
-             lockstep: bool = True, rate_hz: float = 10.0, frame_timeout: float = 60.0, progress=None) -> int:
-        """Publish all frames; returns how many frames did not come back as keyframes."""
+    def play(
+        self,
+        images: Sequence[np.ndarray],
+        stamps: Sequence[float],
+        camera_matrix=None,
+        lockstep: bool = True,
+        rate_hz: float = 10.0,
+        frame_timeout: float = 60.0,
+        resend_after: float = 5.0,
+        wait_decision: bool = True,
+        progress=None,
+    ) -> int:
+        """Publish all frames; returns how many frames did not come back as keyframes.
+
+        Lock-step waits for each frame's keyframe and, with ``wait_decision``, for the
+        loop-closure decision on it (the slowest stage sets the pace, nothing is dropped).
+        """
         missing = 0
-        for i, (image, stamp) in enumerate(zip(images, stamps)):
+        for i, (image, stamp) in enumerate(zip(images, stamps, strict=True)):
             t0 = time.monotonic()
             self.publish_frame(image, float(stamp), camera_matrix)
             if lockstep:
-                if self.wait_keyframe_with_stamp(float(stamp), frame_timeout) is None:
-                    missing += 1
+                # DDS may drop a message sent right after discovery; re-sending is harmless
+                # (the keyframe gate rejects a repeated stamp as too soon).
+                deadline = time.monotonic() + frame_timeout
+                kf_id = None
+                while (kf_id := self.wait_keyframe_with_stamp(float(stamp), resend_after)) is None:
+                    if time.monotonic() >= deadline:
+                        missing += 1
+                        break
+                    self.publish_frame(image, float(stamp), camera_matrix)
+                if kf_id is not None and wait_decision:
+                    self.wait_for_decisions(timeout=max(0.0, deadline - time.monotonic()), ids={kf_id})
             else:
                 time.sleep(max(0.0, 1.0 / rate_hz - (time.monotonic() - t0)))
             if progress is not None:
                 progress(i)
         return missing
 
-    def wait_for_decisions(self, timeout: float = 60.0) -> bool:
-        """Wait until every keyframe seen has an accepted or rejected decision."""
+    def wait_for_decisions(self, timeout: float = 60.0, ids=None) -> bool:
+        """Wait until every keyframe seen (or those in ``ids``) has an accepted or rejected decision."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
                 decided = {int(m.query_id) for m in self.closures} | {int(m.query_id) for m in self.rejected}
-                if set(self.keyframes) <= decided:
+                if set(self.keyframes if ids is None else ids) <= decided:
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

@@ -13,8 +13,15 @@ from .params import declare_pipeline_parameters, read_pipeline_config
 from .worker import BoundedWorker
 
 PARAMETERS = [
-    "reranker", "geometric_feature", "geometric_max_features", "geometric_ratio", "geometric_min_matches",
-    "geometric_min_inliers", "geometric_ransac_threshold_px", "feature_ram_budget_mb", "feature_fp16",
+    "reranker",
+    "geometric_feature",
+    "geometric_max_features",
+    "geometric_ratio",
+    "geometric_min_matches",
+    "geometric_min_inliers",
+    "geometric_ransac_threshold_px",
+    "feature_ram_budget_mb",
+    "feature_fp16",
     "queue_size",
 ]
 
@@ -27,9 +34,12 @@ class RerankerNode(Node):
         self.stage = VerificationStage(self.config)
         self.counts: Counter = Counter()
         self.pub = self.create_publisher(LoopClosureArray, "vpr/verified", 10)
-        # Every keyframe passes through here, so the queue is deeper than a camera's.
-        self.worker = BoundedWorker(self._process, max(self.config.queue_size, 20), self.get_logger(), "reranker")
-        self.create_subscription(LoopCandidates, "vpr/candidates", self.worker.submit, 20)
+        # Every keyframe passes through here and a dropped one never becomes a loop target,
+        # so this queue absorbs bursts (~0.6 MB per queued keyframe with its image).
+        self.worker = BoundedWorker(
+            self._process, max(self.config.queue_size, 50), self.get_logger(), "reranker"
+        )
+        self.create_subscription(LoopCandidates, "vpr/candidates", self.worker.submit, 50)
         self.get_logger().info(f"re-ranker '{self.config.reranker}' ready")
 
     def _process(self, msg: LoopCandidates) -> None:
