@@ -11,7 +11,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..image_conversion import decode_compressed, decode_depth, decode_raw, encode_rgb8
 from ..msg import Keyframe as KeyframeMsg
-from ..msg import LoopClosure
+from ..msg import LocalFeatures, LoopClosure
 from ..types import Candidate, Keyframe, LoopDecision, LoopStatus, RelativePose, Verification
 
 
@@ -106,6 +106,11 @@ def keyframe_to_msg(kf: Keyframe, model: str, with_image: bool = True) -> Keyfra
             msg.camera_info.k = [float(v) for v in np.ravel(kf.camera_matrix)]
         if kf.depth is not None:
             msg.depth = depth_to_image_msg(kf.depth)
+    if with_image:
+        msg.local_features = [
+            LocalFeatures(name=name, shape=list(np.shape(value)), data=np.asarray(value, np.float32).ravel())
+            for name, value in kf.local_features.items()
+        ]
     if kf.pose is not None:
         msg.has_pose = True
         msg.pose = matrix_to_pose(kf.pose[:3, :3], kf.pose[:3, 3])
@@ -129,6 +134,9 @@ def keyframe_from_msg(msg: KeyframeMsg) -> Keyframe:
         pose=pose_to_matrix(msg.pose) if msg.has_pose else None,
         frame_id=msg.header.frame_id,
         camera=msg.camera,
+        local_features={
+            f.name: np.asarray(f.data, dtype=np.float32).reshape(tuple(f.shape)) for f in msg.local_features
+        },
     )
 
 
