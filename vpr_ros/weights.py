@@ -336,10 +336,11 @@ def read_state_dict(path: PathLike, weights: WeightsSpec | None = None) -> dict[
         try:
             # mmap avoids holding a second copy of large checkpoints in RAM.
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError) as exc:
+            # Legacy (pre-zip) files cannot be mapped; torch < 2.1 has no mmap argument.
             if "mmap" not in str(exc):
                 raise
-            obj = torch.load(path, map_location="cpu", weights_only=True)  # legacy (pre-zip) format
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several unrelated types for a bad file
         raise CheckpointFormatError(
             f"{path} could not be read as a weights-only PyTorch checkpoint ({type(exc).__name__}: {exc})"
