@@ -66,7 +66,7 @@ else
 fi
 
 mkdir -p "$REPO/build"
-# Several checkouts' users may run `make test` at once: one setup/build at a time.
+# Several people may run `make test` in one checkout at once: one setup/build at a time.
 exec 9>"$REPO/build/.setup_env.lock"
 if ! flock -n 9; then
   log "waiting for another setup_env.sh run in this checkout to finish"
