@@ -108,7 +108,7 @@ def run_ros(seq, params: dict, domain_id: int) -> list[tuple[int, int]]:
     node_params = dict(params, image_topic=topic, camera_info_topic=info_topic)
     rclpy.init(domain_id=domain_id)
     executor = MultiThreadedExecutor(num_threads=4)
-    nodes = []
+    nodes, spinner = [], None
     try:
         for cls in (DescriptorNode, RerankerNode, LoopClosureNode):
             overrides = [Parameter(k, value=v) for k, v in node_params.items()]
@@ -135,6 +135,8 @@ def run_ros(seq, params: dict, domain_id: int) -> list[tuple[int, int]]:
         return closures
     finally:
         executor.shutdown()
+        if spinner is not None:
+            spinner.join(timeout=5)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
