@@ -215,7 +215,18 @@ if [[ $MODE == pip ]]; then
   unset CMAKE_PREFIX_PATH COLCON_PREFIX_PATH PYTHONPATH
 fi
 
-colcon_args=(--symlink-install --base-paths "$REPO" --build-base "$REPO/build"
+# CMake refuses exported include paths inside the source tree, and the default venv
+# (<repo>/.venv, numpy's headers) is inside it. Building through a symlinked source path
+# (build/src/vpr_ros -> repo) keeps the venv outside CMake's idea of the source tree.
+SRC_LINK="$REPO/build/src/vpr_ros"
+mkdir -p "$REPO/build/src"
+ln -sfn "$REPO" "$SRC_LINK"
+cache="$REPO/build/vpr_ros/CMakeCache.txt"
+if [[ -f $cache ]] && ! grep -qx "CMAKE_HOME_DIRECTORY:INTERNAL=$SRC_LINK" "$cache"; then
+  log "build/vpr_ros was configured from another source path: starting it afresh"
+  rm -rf "$REPO/build/vpr_ros"
+fi
+colcon_args=(--symlink-install --base-paths "$REPO/build/src" --build-base "$REPO/build"
   --install-base "$REPO/install" --event-handlers desktop_notification-
   --cmake-args "-DPython3_EXECUTABLE=$VPY")
 if [[ "${CI:-}" == true || "${VERBOSE:-0}" == 1 ]]; then
