@@ -149,3 +149,16 @@ def test_corrupt_jpeg_is_skipped_on_a_compressed_stream(rtabmap):
     finally:
         codes = g.close()
     assert codes == [0], g.logs()
+
+
+def test_missing_checkpoint_fails_at_start_up_with_a_clear_message(tmp_path):
+    missing = tmp_path / "ImAge_Merged.pth"
+    proc = NodeProcess(
+        "descriptor_node",
+        ["--ros-args", "-p", "model:=image", "-p", f"weights:={missing}", "-p", "image_topic:=/itest/none"],
+        private_domain_id() + 3,
+    )
+    assert wait_until(lambda: not proc.alive(), timeout=90), "node kept running without its checkpoint"
+    out = proc.output()
+    assert proc.proc.returncode != 0
+    assert str(missing) in out and "https://github.com/Lu-Feng/ImAge/releases" in out, out[-2000:]

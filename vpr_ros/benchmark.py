@@ -135,6 +135,8 @@ def bench_model(
         other = two.get(key)
         if key == "global" or not isinstance(value, torch.Tensor) or not isinstance(other, torch.Tensor):
             continue
+        if key not in spec.local_features:  # e.g. TransVPR's attn_pool: returned, never stored
+            continue
         if value.dim() == 0 or value.shape[0] != 1 or tuple(other.shape) != (2, *value.shape[1:]):
             continue
         local[key] = {
@@ -145,6 +147,10 @@ def bench_model(
     result["global_bytes_per_keyframe"] = spec.descriptor_dim * 4
     result["local_features"] = local
     result["local_feature_bytes_per_keyframe"] = sum(v["bytes"] for v in local.values())
+    # With feature_fp16 the FeatureStore halves float features (re-rankers read them from there).
+    result["local_feature_bytes_per_keyframe_fp16"] = sum(
+        v["bytes"] // 2 if v["dtype"].startswith("float") else v["bytes"] for v in local.values()
+    )
     if rss_before is not None:
         result["peak_rss_increase_mb"] = round((_peak_rss_bytes() - rss_before) / MB, 1)
     if dev.type == "cuda":
@@ -271,7 +277,10 @@ def environment(threads: int | None, device: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpr_ros.benchmark", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated (default: all)")
+    default_models = [n for n in MODELS if n not in ("pairvpr_vitl", "pairvpr_vitg")]  # 0.4 / 1.3 G params
+    parser.add_argument(
+        "--models", default=",".join(default_models), help="comma-separated (default: all but Pair-VPR L/G)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first")
     parser.add_argument("--batch-sizes", type=_int_list, default=[1, 8])
@@ -303,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "batch_sizes": args.batch_sizes,
             "weights": "random (speed does not depend on weight values)",
-            "note": "local feature bytes are as the model returns them (fp32), per keyframe",
+            "note": "local feature bytes per keyframe: the registry's local features, fp32 and fp16",
         },
     }
     started = time.perf_counter()

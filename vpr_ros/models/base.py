@@ -29,9 +29,13 @@ class InputPolicy:
     resize: str = "stretch"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # Smallest (height, width) the model works at (SALAD needs more than 64 patches).
+    min_size: tuple[int, int] = (1, 1)
 
     def validate_size(self, size: tuple[int, int]) -> tuple[int, int]:
         h, w = int(size[0]), int(size[1])
+        if h < self.min_size[0] or w < self.min_size[1]:
+            raise ValueError(f"input size {(h, w)} is below this model's minimum {self.min_size}")
         if self.fixed and (h, w) != tuple(self.size):
             raise ValueError(f"this model only accepts input size {self.size}, got {(h, w)}")
         if h % self.multiple_of or w % self.multiple_of:

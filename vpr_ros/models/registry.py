@@ -64,6 +64,27 @@ MODELS: dict[str, ModelSpec] = {
             description="Pair-VPR ViT-B (speed config): 512-D global + dense features for pair re-ranking",
             adapt_state_dict=_pairvpr_fixup,
         ),
+        *(
+            ModelSpec(
+                name=f"pairvpr_vit{size.lower()}",
+                build=_lazy(f"pairvpr:build_pairvpr_vit{size.lower()}"),
+                descriptor_dim=512,
+                input=InputPolicy(size=(322, 322), multiple_of=14, fixed=True),
+                weights=WeightsSpec(
+                    file_name=f"pairvpr-vit{size}.pth",
+                    url=f"https://huggingface.co/CSIRORobotics/Pair-VPR/resolve/main/pairvpr-vit{size}.pth",
+                    licence="CSIRO BSD-3-Clause-Clear, non-commercial only",
+                ),
+                local_features=("dense",),
+                description=f"Pair-VPR ViT-{size} ({note}): 512-D global + {dim}-channel dense features",
+                adapt_state_dict=_pairvpr_fixup,
+                extra={"official_rerank_candidates": candidates},
+            )
+            for size, note, dim, candidates in (
+                ("L", "ViT-L config", 1024, 100),
+                ("G", "performance config", 1536, 500),
+            )
+        ),
         ModelSpec(
             name="transvpr",
             build=_lazy("transvpr:build_transvpr"),
@@ -81,7 +102,7 @@ MODELS: dict[str, ModelSpec] = {
             name="salad",
             build=_lazy("salad:build_salad"),
             descriptor_dim=8448,
-            input=InputPolicy(size=(322, 322), multiple_of=14),
+            input=InputPolicy(size=(322, 322), multiple_of=14, min_size=(126, 126)),
             weights=WeightsSpec(
                 file_name="dino_salad.ckpt",
                 url="https://github.com/serizba/salad/releases/download/v1.0.0/dino_salad.ckpt",
