@@ -5,6 +5,10 @@ The index is described by a FAISS ``index_factory`` string ("Flat", "HNSW32",
 descriptors every model produces. Keyframe ids are stored in the index (IDMap), so they stay
 stable across restarts. Indexes that need training (IVF, PQ) are searched exactly from a
 pending buffer until ``train_size`` descriptors have arrived, then trained once.
+
+``snapshot()`` copies the whole map state into plain arrays and lists (fast, so a caller can
+hold its lock only for that), and ``KeyframeMap.restore`` rebuilds a map from one; the files
+on disk are ``map_store``'s business.
 """
 
 from __future__ import annotations
@@ -28,6 +32,44 @@ class KeyframeRecord:
     camera: str = ""
     pose: np.ndarray | None = None  # 4x4 world_T_camera when known
 
+    def to_dict(self) -> dict:
+        pose = None if self.pose is None else [float(v) for v in np.ravel(self.pose)]
+        return {
+            "id": self.id,
+            "stamp": self.stamp,
+            "frame_id": self.frame_id,
+            "camera": self.camera,
+            "pose": pose,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> KeyframeRecord:
+        pose = d.get("pose")
+        return cls(
+            id=int(d["id"]),
+            stamp=float(d["stamp"]),
+            frame_id=str(d.get("frame_id", "")),
+            camera=str(d.get("camera", "")),
+            pose=None if pose is None else np.asarray(pose, dtype=np.float64).reshape(4, 4),
+        )
+
+
+@dataclass
+class MapSnapshot:
+    """Everything needed to rebuild a map, detached from the live one."""
+
+    dim: int
+    index_factory: str
+    next_id: int
+    index_bytes: np.ndarray  # faiss.serialize_index of the CPU index (uint8)
+    records: list[KeyframeRecord]
+    pending_ids: np.ndarray  # [P] int64: keyframes not yet in the (untrained) index
+    pending: np.ndarray  # [P, dim] float32
+
+    @property
+    def num_keyframes(self) -> int:
+        return len(self.records)
+
 
 def faiss_gpu_available() -> bool:
     """True when this faiss build has GPU support and a GPU is visible (faiss-gpu + CUDA)."""
@@ -35,11 +77,21 @@ def faiss_gpu_available() -> bool:
 
 
 class KeyframeMap:
-    def __init__(self, dim: int, index_factory: str = "Flat", device: str = "auto", train_size: int = 10000):
+    def __init__(
+        self,
+        dim: int,
+        index_factory: str = "Flat",
+        device: str = "auto",
+        train_size: int = 10000,
+        index: faiss.Index | None = None,
+    ):
         self.dim = int(dim)
         self.index_factory = index_factory
-        base = faiss.index_factory(self.dim, index_factory, faiss.METRIC_INNER_PRODUCT)
-        index = faiss.IndexIDMap2(base)
+        if index is None:
+            base = faiss.index_factory(self.dim, index_factory, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIDMap2(base)
+        elif index.d != self.dim:
+            raise ValueError(f"index holds {index.d}-D vectors, map expects {self.dim}")
         self.on_gpu = device in ("auto", "cuda") and faiss_gpu_available()
         if device == "cuda" and not self.on_gpu:
             raise RuntimeError(
@@ -61,6 +113,59 @@ class KeyframeMap:
     @property
     def next_id(self) -> int:
         return self._next_id
+
+    def reserve_id(self) -> int:
+        """An id for a query that is not added (localisation mode): ids never repeat."""
+        kf_id = self._next_id
+        self._next_id += 1
+        return kf_id
+
+    def clear(self) -> None:
+        """Remove every keyframe; ids keep counting from where they were (never reused)."""
+        self.index.reset()
+        self.records.clear()
+        self._pending, self._pending_ids = [], []
+
+    def snapshot(self) -> MapSnapshot:
+        index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
+        pending = np.stack(self._pending) if self._pending else np.zeros((0, self.dim), np.float32)
+        return MapSnapshot(
+            dim=self.dim,
+            index_factory=self.index_factory,
+            next_id=self._next_id,
+            index_bytes=faiss.serialize_index(index),
+            records=[self.records[k] for k in sorted(self.records)],
+            pending_ids=np.asarray(self._pending_ids, dtype=np.int64),
+            pending=pending.astype(np.float32, copy=False),
+        )
+
+    @classmethod
+    def restore(cls, snap: MapSnapshot, device: str = "auto", train_size: int = 10000) -> KeyframeMap:
+        """Rebuild a map from a snapshot; raises ValueError when its parts do not agree."""
+        index = faiss.deserialize_index(np.asarray(snap.index_bytes, dtype=np.uint8))
+        kmap = cls(snap.dim, snap.index_factory, device=device, train_size=train_size, index=index)
+        ids = {r.id for r in snap.records}
+        if len(ids) != len(snap.records):
+            raise ValueError("keyframe records repeat an id")
+        if snap.pending.shape != (len(snap.pending_ids), snap.dim):
+            raise ValueError(
+                f"pending descriptors have shape {snap.pending.shape}, "
+                f"expected ({len(snap.pending_ids)}, {snap.dim})"
+            )
+        if index.ntotal + len(snap.pending_ids) != len(ids):
+            raise ValueError(
+                f"index holds {index.ntotal} + {len(snap.pending_ids)} pending descriptors "
+                f"for {len(ids)} keyframe records"
+            )
+        if not set(int(i) for i in snap.pending_ids) <= ids:
+            raise ValueError("pending descriptors name keyframes without records")
+        if ids and max(ids) >= snap.next_id:
+            raise ValueError(f"keyframe id {max(ids)} is not below the map's next id {snap.next_id}")
+        kmap.records = {r.id: r for r in snap.records}
+        kmap._pending = list(snap.pending)
+        kmap._pending_ids = [int(i) for i in snap.pending_ids]
+        kmap._next_id = int(snap.next_id)
+        return kmap
 
     def _check(self, descriptor: np.ndarray) -> np.ndarray:
         x = np.asarray(descriptor, dtype=np.float32).reshape(1, -1)
