@@ -5,15 +5,22 @@ The world is a closed corridor of textured facades ("places"). The camera walks 
 a revisit shows the same surfaces from a slightly different viewpoint, as on a robot.
 ``distractors`` adds look-alike places (same palette and layout style, different details) to
 test perceptual aliasing. Positions are known, so the same-place ground truth is exact.
+
+``python -m vpr_ros.demo_sequence --export DIR`` writes a sequence (images, ground-truth
+matrix, TUM poses, camera info) for ``evaluate`` and ``make-bag``; see ``export_sequence``.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 
 TILE_H, TILE_W = 480, 640
 PLACE_LENGTH_M = 4.0  # metres of corridor per facade tile
@@ -32,17 +39,19 @@ class DemoSequence:
         return len(self.images)
 
 
-def _facade(rng: np.random.Generator, palette: np.ndarray, base: np.ndarray | None = None) -> np.ndarray:
-    """One place: a gradient wall with shapes, signs and fine texture (for local features)."""
-    if base is not None:
-        tile = base.copy()
-        n_shapes = 10  # a look-alike repaints part of an existing facade
-    else:
-        top, bottom = palette[rng.integers(len(palette), size=2)]
-        ramp = np.linspace(0.0, 1.0, TILE_H)[:, None, None]
-        tile = ((1 - ramp) * top + ramp * bottom).astype(np.float32) * np.ones((1, TILE_W, 1), np.float32)
-        tile = tile.astype(np.uint8)
-        n_shapes = 28
+def _facade(rng: np.random.Generator, palette: np.ndarray, wall: np.ndarray | None = None) -> np.ndarray:
+    """One place: a gradient wall with shapes, signs and fine texture (for local features).
+
+    Passing another place's ``wall`` colours makes a look-alike: same overall appearance
+    (what global descriptors see first), different details (what verification checks).
+    """
+    if wall is None:
+        wall = palette[rng.integers(len(palette), size=2)]
+    top, bottom = wall
+    ramp = np.linspace(0.0, 1.0, TILE_H)[:, None, None]
+    tile = ((1 - ramp) * top + ramp * bottom).astype(np.float32) * np.ones((1, TILE_W, 1), np.float32)
+    tile = tile.astype(np.uint8)
+    n_shapes = 28
     for _ in range(n_shapes):
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         kind = rng.integers(4)
@@ -65,12 +74,12 @@ def _facade(rng: np.random.Generator, palette: np.ndarray, base: np.ndarray | No
 
 def _corridor(num_places: int, distractors: int, rng: np.random.Generator) -> np.ndarray:
     palette = rng.integers(30, 226, (6, 3)).astype(np.float32)
-    tiles = [_facade(rng, palette) for _ in range(num_places)]
+    walls = [palette[rng.integers(len(palette), size=2)] for _ in range(num_places)]
     for k in range(min(distractors, num_places // 2)):
-        # Overwrite a place far from its original with a look-alike of it.
+        # A place half the loop away from place `src` gets the same wall colours.
         src = (k * 7) % num_places
-        dst = (src + num_places // 2) % num_places
-        tiles[dst] = _facade(rng, palette, base=tiles[src])
+        walls[(src + num_places // 2) % num_places] = walls[src]
+    tiles = [_facade(rng, palette, wall) for wall in walls]
     strip = np.concatenate(tiles, axis=1)
     return np.concatenate([strip, strip[:, :TILE_W]], axis=1)  # wrap-around for the loop
 
@@ -93,12 +102,16 @@ def make_demo_sequence(
     laps: float = 2.0,
     distractors: int = 2,
     lighting_change: float = 0.25,
-    same_place_radius_m: float = 3.0,
+    same_place_radius_m: float = PLACE_LENGTH_M,
     frame_period_s: float = 1.0,
     image_size: tuple[int, int] = (512, 384),
     seed: int = 7,
 ) -> DemoSequence:
-    """Build the sequence; ``lighting_change`` dims or brightens each later lap by that fraction."""
+    """Build the sequence; ``lighting_change`` dims or brightens each later lap by that fraction.
+
+    Two frames show the same place when they are at most ``same_place_radius_m`` apart; the
+    default (one facade, 4 m) means "the two views overlap", since each view spans one facade.
+    """
     rng = np.random.default_rng(seed)
     strip = _corridor(num_places, distractors, rng)
     lap_px = num_places * TILE_W
@@ -132,3 +145,99 @@ def make_demo_sequence(
     camera_matrix = np.array([[focal, 0, w / 2], [0, focal, h / 2], [0, 0, 1]])
     stamps = np.arange(n, dtype=np.float64) * frame_period_s
     return DemoSequence(images, stamps, positions, np.asarray(poses), same_place, camera_matrix)
+
+
+def export_sequence(seq: DemoSequence, folder: str | Path, image_format: str = "jpg", params=None) -> dict:
+    """Write the sequence so ``evaluate`` and ``make-bag`` can use it; returns the file paths.
+
+    folder/images/000000.jpg ...   frames in order (natural filename order)
+    folder/same_place.npy          [N, N] bool ground truth (frame indices)
+    folder/poses.tum               camera poses, TUM format, stamps = frame stamps
+    folder/camera_info.yaml        intrinsics (ROS camera calibration YAML)
+    folder/sequence.yaml           generator parameters and the frame period
+    """
+    from .evaluation.ground_truth import write_tum
+    from .evaluation.sources import write_camera_info_yaml
+
+    if image_format not in ("jpg", "png"):
+        raise ValueError(f"image format must be jpg or png, got '{image_format}'")
+    folder = Path(folder)
+    images_dir = folder / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    if any(images_dir.iterdir()):
+        raise FileExistsError(f"{images_dir} is not empty; export into a new folder")
+    options = [cv2.IMWRITE_JPEG_QUALITY, 95] if image_format == "jpg" else []
+    for i, rgb in enumerate(seq.images):
+        cv2.imwrite(
+            str(images_dir / f"{i:06d}.{image_format}"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), options
+        )
+    paths = {
+        "images": images_dir,
+        "same_place": folder / "same_place.npy",
+        "poses": folder / "poses.tum",
+        "camera_info": folder / "camera_info.yaml",
+        "sequence": folder / "sequence.yaml",
+    }
+    np.save(paths["same_place"], seq.same_place)
+    write_tum(paths["poses"], seq.stamps, seq.poses)
+    h, w = seq.images[0].shape[:2]
+    write_camera_info_yaml(paths["camera_info"], seq.camera_matrix, w, h)
+    period = float(seq.stamps[1] - seq.stamps[0]) if len(seq) > 1 else 1.0
+    info = {"frames": len(seq), "frame_period_s": period, "generator": dict(params or {})}
+    paths["sequence"].write_text(yaml.safe_dump(info, sort_keys=False))
+    return paths
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(
+        prog="python -m vpr_ros.demo_sequence",
+        description="Generate the synthetic corridor sequence and export it for `evaluate` / `make-bag`.",
+    )
+    p.add_argument("--export", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--places", type=int, default=24, help="facades around the loop (length; default 24)")
+    p.add_argument("--frames-per-place", type=int, default=2, help="frames per facade (default 2)")
+    p.add_argument("--laps", type=float, default=2.0, help="times around the loop (revisits; default 2)")
+    p.add_argument("--distractors", type=int, default=2, help="look-alike places (default 2)")
+    p.add_argument("--lighting", type=float, default=0.25, help="lighting change between laps (default 0.25)")
+    p.add_argument(
+        "--radius",
+        type=float,
+        default=PLACE_LENGTH_M,
+        help=f"same-place radius in metres (default {PLACE_LENGTH_M:g}: one facade)",
+    )
+    p.add_argument("--frame-period", type=float, default=1.0, help="seconds between frames (default 1)")
+    p.add_argument("--size", type=int, nargs=2, default=(512, 384), metavar=("W", "H"))
+    p.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image files (default jpg)")
+    p.add_argument("--seed", type=int, default=7)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    params = {
+        "num_places": args.places,
+        "frames_per_place": args.frames_per_place,
+        "laps": args.laps,
+        "distractors": args.distractors,
+        "lighting_change": args.lighting,
+        "same_place_radius_m": args.radius,
+        "frame_period_s": args.frame_period,
+        "image_size": tuple(args.size),
+        "seed": args.seed,
+    }
+    seq = make_demo_sequence(**params)
+    params["image_size"] = list(args.size)
+    paths = export_sequence(seq, args.export, args.format, params)
+    folder = Path(args.export)
+    print(
+        f"exported {len(seq)} frames to {folder}\n"
+        f"evaluate with:\n  python -m vpr_ros.evaluate --images {paths['images']} "
+        f"--frame-period {args.frame_period:g} --camera-info {paths['camera_info']} "
+        f"--gt-matrix {paths['same_place']} --model mobilenetv2 --output {folder / 'eval'}\n"
+        f"  (or --gt-poses {paths['poses']} --gt-radius {args.radius:g} for pose ground truth)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
