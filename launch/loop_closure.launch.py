@@ -29,7 +29,7 @@ ARGUMENTS = [
     ("depth_topic", "", "aligned depth image topic (metric relative poses)"),
     ("odom_topic", "", "nav_msgs/Odometry topic (motion keyframe gate, poses)"),
     ("image_reliability", "reliable", "image QoS reliability: reliable or best_effort"),
-    ("reranker", "geometric", "geometric or none"),
+    ("reranker", "geometric", "geometric, pairvpr (model:=pairvpr), keypatch (patch-token models) or none"),
     ("device", "auto", "auto, cpu or cuda"),
     ("params_file", "", "YAML parameters file (default config/<model>.yaml)"),
     ("namespace", "", "namespace for all nodes"),
@@ -66,14 +66,15 @@ def _nodes(context):
             executable="descriptor_node",
             namespace=ns,
             output="screen",
-            parameters=[params_file, model_params(("model", "weights", "device")), camera],
+            parameters=[params_file, model_params(("model", "weights", "device", "reranker")), camera],
         ),
         Node(
             package="vpr_ros",
             executable="reranker_node",
             namespace=ns,
             output="screen",
-            parameters=[params_file, model_params(("reranker",))],
+            # model/weights/device: the Pair-VPR pair classifier loads the descriptor checkpoint.
+            parameters=[params_file, model_params(("reranker", "model", "weights", "device"))],
         ),
         Node(
             package="vpr_ros",

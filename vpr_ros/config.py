@@ -61,7 +61,10 @@ class PipelineConfig:
     )
     map_device: str = _p("auto", "FAISS index on auto (GPU when faiss-gpu and CUDA exist), cpu or cuda")
     # verification
-    reranker: str = _p("geometric", "geometric, none (pairvpr and keypatch once available)")
+    reranker: str = _p(
+        "geometric",
+        "geometric, pairvpr (needs model pairvpr), keypatch (needs a model with patch tokens) or none",
+    )
     verification_image_width: int = _p(640, "keyframe images are downscaled to this width for verification")
     geometric_feature: str = _p("sift", "sift or orb")
     geometric_max_features: int = _p(1000, "local features per keyframe")
@@ -71,6 +74,15 @@ class PipelineConfig:
     geometric_ransac_threshold_px: float = _p(2.0, "RANSAC threshold in pixels of the verification image")
     feature_ram_budget_mb: float = _p(512.0, "RAM for re-ranking features; older keyframes spill to disk")
     feature_fp16: bool = _p(False, "store float local features as float16")
+    feature_spill_dir: str = _p("", "folder for features past the RAM budget (empty: a temporary folder)")
+    pairvpr_weights: str = _p(
+        "", "Pair-VPR checkpoint for the pair classifier (empty: weights when model is pairvpr, else cache)"
+    )
+    pairvpr_batch_size: int = _p(16, "candidate pairs per pair-classifier batch (bounds memory)")
+    pairvpr_min_score: float = _p(0.0, "minimum pair score s(q,db)+s(db,q) (raw logits) for a pass")
+    keypatch_threshold: float = _p(0.02, "key patches: fused attention above this (all patches without one)")
+    keypatch_ransac_factor: float = _p(1.5, "homography RANSAC threshold in patch sizes (1.5 x 16 px)")
+    keypatch_min_inliers: int = _p(20, "minimum homography inliers for a key-patch pass")
     # decision
     min_similarity: float = _p(0.0, "minimum global similarity of a loop closure")
     min_reranker_score: float = _p(-math.inf, "minimum re-ranker score (inliers for geometric)")
@@ -119,6 +131,23 @@ class PipelineConfig:
                 "min_matches": self.geometric_min_matches,
                 "min_inliers": self.geometric_min_inliers,
                 "ransac_threshold_px": self.geometric_ransac_threshold_px,
+            }
+        if self.reranker == "pairvpr":
+            # The pair classifier is the descriptor model's own decoder (ViT-B, L or G).
+            same = self.model.startswith("pairvpr")
+            weights = self.pairvpr_weights or (self.weights if same else "")
+            return {
+                "model_name": self.model if same else "pairvpr",
+                "weights": weights or None,
+                "device": self.device,
+                "batch_size": self.pairvpr_batch_size,
+                "min_score": self.pairvpr_min_score,
+            }
+        if self.reranker == "keypatch":
+            return {
+                "threshold": self.keypatch_threshold,
+                "ransac_factor": self.keypatch_ransac_factor,
+                "min_inliers": self.keypatch_min_inliers,
             }
         return {}
 

@@ -22,7 +22,7 @@ from .image_conversion import resize_to_width
 from .keyframe_gate import KeyframeGate
 from .keyframe_map import KeyframeMap
 from .loop_closure import LoopClosureDecider
-from .rerank import build_reranker
+from .rerank import build_reranker, keyframe_local_features, needed_local_features
 from .types import Candidate, Frame, Keyframe, LoopDecision
 
 
@@ -45,6 +45,8 @@ class DescriptorStage:
             config.keyframe_min_period, config.keyframe_min_translation, config.keyframe_min_rotation_deg
         )
         self.map = KeyframeMap(self.encoder.descriptor_dim, config.index_factory, device=config.map_device)
+        # Model local features the selected re-ranker reads (none: encode() is enough).
+        self.local_feature_names = needed_local_features(config.reranker, self.encoder.spec.local_features)
 
     def process(self, frame: Frame) -> tuple[RetrievalResult | None, str]:
         """Returns (result, gate reason); result is None when the gate rejects the frame."""
@@ -52,7 +54,15 @@ class DescriptorStage:
         if not decision.accept:
             return None, decision.reason
         t0 = time.perf_counter()
-        descriptor = self.encoder.encode([frame.image])[0]
+        local_features = {}
+        if self.local_feature_names:
+            outputs = self.encoder.extract([frame.image])
+            descriptor = outputs["global"][0]
+            local_features = keyframe_local_features(
+                self.local_feature_names, outputs, self.encoder.input_size
+            )
+        else:
+            descriptor = self.encoder.encode([frame.image])[0]
         t1 = time.perf_counter()
         cfg = self.config
         candidates = self.map.search(
@@ -81,17 +91,25 @@ class DescriptorStage:
             pose=frame.pose,
             frame_id=frame.frame_id,
             camera=self.camera,
+            local_features=local_features,
         )
         return RetrievalResult(keyframe, candidates, (t1 - t0) * 1e3, (t2 - t1) * 1e3), decision.reason
 
 
 class VerificationStage:
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, model=None):
+        """``model``: the descriptor stage's Pair-VPR model, shared by the pair classifier."""
         self.config = config
-        store = FeatureStore(int(config.feature_ram_budget_mb * 2**20), float16=config.feature_fp16)
+        store = FeatureStore(
+            int(config.feature_ram_budget_mb * 2**20),
+            spill_dir=config.feature_spill_dir or None,
+            float16=config.feature_fp16,
+        )
         params = config.reranker_params()
         if config.reranker != "none":
             params["feature_store"] = store
+        if model is not None and config.reranker == "pairvpr":
+            params["model"] = model
         self.reranker = build_reranker(config.reranker, **params)
 
     def process(self, query: Keyframe, candidates: list[Candidate]):
@@ -126,7 +144,10 @@ class LoopClosurePipeline:
     def __init__(self, config: PipelineConfig, encoder: Encoder | None = None):
         self.config = config
         self.descriptors = DescriptorStage(config, encoder)
-        self.verification = VerificationStage(config)
+        # One copy of the Pair-VPR weights when the descriptor model is the pair classifier's.
+        shared = config.reranker == "pairvpr" and "dense" in self.descriptors.encoder.spec.local_features
+        shared = shared and not config.pairvpr_weights
+        self.verification = VerificationStage(config, self.descriptors.encoder.model if shared else None)
         self.decider = build_decider(config)
 
     def process(self, frame: Frame) -> PipelineStep:

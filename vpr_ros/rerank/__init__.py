@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .base import NoReranker, Reranker
+from .features import MODEL_FEATURE_RERANKERS, keyframe_local_features, needed_local_features
 
-RERANKERS = ("geometric", "none")
+RERANKERS = ("geometric", "pairvpr", "keypatch", "none")
 
 
 def build_reranker(name: str, **params) -> Reranker:
@@ -15,7 +16,23 @@ def build_reranker(name: str, **params) -> Reranker:
         from .geometric import GeometricVerifier
 
         return GeometricVerifier(**params)
+    if name == "pairvpr":
+        from .pairvpr import PairVPRReranker
+
+        return PairVPRReranker(**params)
+    if name == "keypatch":
+        from .keypatch import KeyPatchReranker
+
+        return KeyPatchReranker(**params)
     raise KeyError(f"unknown re-ranker '{name}'; known: {', '.join(RERANKERS)}")
 
 
-__all__ = ["RERANKERS", "NoReranker", "Reranker", "build_reranker"]
+__all__ = [
+    "MODEL_FEATURE_RERANKERS",
+    "RERANKERS",
+    "NoReranker",
+    "Reranker",
+    "build_reranker",
+    "keyframe_local_features",
+    "needed_local_features",
+]

@@ -1,10 +1,12 @@
-"""Classical geometric verification with OpenCV: local features, matching, RANSAC, pose.
+"""Classical geometric verification with OpenCV: local features, matching, RANSAC, relative pose.
 
-For each (query, candidate) pair: SIFT (or ORB) keypoints, ratio test plus mutual check,
-then RANSAC on an essential matrix when both cameras have intrinsics (a fundamental matrix
-otherwise). The score is the RANSAC inlier count. With intrinsics the relative rotation and
-translation direction come from the essential matrix; with an aligned depth image of the
-query, PnP on the inliers gives a metric pose. Every rejection carries a short reason.
+For each (query, candidate) pair: SIFT (or ORB) keypoints, Lowe ratio test plus a mutual
+check, then RANSAC on an essential matrix when both keyframes have intrinsics (a fundamental
+matrix otherwise). The score is the RANSAC inlier count. With intrinsics the relative
+rotation and translation direction come from the essential matrix (``recoverPose``); when
+either keyframe has an aligned depth image, PnP on the inliers gives a metric pose. Every
+rejection carries a short reason; nothing here raises on bad input. docs/reranking.md
+describes the procedure and the covariance.
 """
 
 from __future__ import annotations
@@ -18,26 +20,37 @@ from ..feature_store import FeatureStore
 from ..types import Candidate, Keyframe, RelativePose, Verification
 from .base import sort_verifications
 
+# LO-RANSAC with final least-squares polishing (OpenCV >= 4.5). Plain RANSAC returns the
+# minimal-sample model: on a rendered scene its translation direction was off by 3-6 degrees
+# where USAC_DEFAULT was within 0.1 degree, at the same speed.
+ROBUST_METHOD = getattr(cv2, "USAC_DEFAULT", cv2.RANSAC)
+# Stored per keyframe; pixel coordinates and depths keep full precision in an fp16 store.
+EXACT_FEATURES = ("keypoints", "keypoint_depth")
+
 
 @dataclass
 class MatchResult:
     query_pts: np.ndarray  # [M, 2] pixel coordinates in the query image
     match_pts: np.ndarray  # [M, 2] in the candidate image
     query_idx: np.ndarray  # [M] keypoint indices into the query's features
+    match_idx: np.ndarray  # [M] keypoint indices into the candidate's features
 
 
 def _to_gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
 def _normalise(points: np.ndarray, camera_matrix: np.ndarray) -> np.ndarray:
-    return cv2.undistortPoints(points.reshape(-1, 1, 2).astype(np.float64), camera_matrix, None).reshape(
-        -1, 2
-    )
+    """Pixels -> normalised image coordinates (x/z, y/z) with intrinsics ``camera_matrix``."""
+    pts = points.reshape(-1, 1, 2).astype(np.float64)
+    return cv2.undistortPoints(pts, np.asarray(camera_matrix, np.float64), None).reshape(-1, 2)
 
 
 def _spread(points: np.ndarray, image_shape: tuple[int, int]) -> tuple[float, float]:
-    """(fraction of the image covered by the inliers' hull, smallest/largest principal axis)."""
+    """(fraction of the image covered by the points' convex hull, smallest/largest principal axis)."""
     if len(points) < 3:
         return 0.0, 0.0
     hull_area = float(cv2.contourArea(cv2.convexHull(points.astype(np.float32))))
@@ -46,17 +59,41 @@ def _spread(points: np.ndarray, image_shape: tuple[int, int]) -> tuple[float, fl
     return coverage, float(sv[1] / max(sv[0], 1e-9))
 
 
-def pose_covariance(inliers: int, coverage: float, metric: bool) -> np.ndarray:
-    """A 6x6 covariance that grows when inliers are few or bunched in a small image region.
+def keypoint_depths(keypoints: np.ndarray, depth: np.ndarray | None) -> np.ndarray | None:
+    """Depth (metres) at each keypoint's nearest pixel; NaN where the depth image has none."""
+    if depth is None or len(keypoints) == 0:
+        return None
+    depth = np.asarray(depth)
+    u = np.clip(np.rint(keypoints[:, 0]).astype(int), 0, depth.shape[1] - 1)
+    v = np.clip(np.rint(keypoints[:, 1]).astype(int), 0, depth.shape[0] - 1)
+    z = depth[v, u].astype(np.float32)
+    z[~np.isfinite(z) | (z <= 0)] = np.nan
+    return z
 
-    Rotation std is 2 degrees scaled by sqrt(50 / inliers) and by 1/sqrt(coverage/0.25)
-    (capped), translation std 0.1 m under the same scaling when metric; a direction-only
-    translation gets 1e3 m^2 so back ends treat its scale as unknown.
+
+def pose_covariance(
+    inliers: int, coverage: float, elongation: float = 1.0, metric: bool = False, scene_depth: float = 2.0
+) -> np.ndarray:
+    """6x6 covariance over (x, y, z, rx, ry, rz) that grows when inliers are few or poorly spread.
+
+    q = sqrt(50 / inliers) * sqrt(0.25 / coverage) * sqrt(0.5 / elongation), with coverage
+    (hull area / image area) floored at 0.01 and elongation (second / first principal axis
+    of the inlier pixels) floored at 0.05. Rotation std = 2 deg * q; metric translation std
+    = 0.05 * scene_depth * q (5 % of the median inlier depth); a direction-only translation
+    gets 1e3 m^2 per axis so that a back end treats its scale as unknown.
     """
-    quality = np.sqrt(50.0 / max(inliers, 1)) * np.sqrt(0.25 / max(coverage, 0.01))
-    rot_std = np.deg2rad(2.0) * quality
-    trans_var = (0.1 * quality) ** 2 if metric else 1e3
-    return np.diag([trans_var] * 3 + [rot_std**2] * 3)
+    q = (
+        np.sqrt(50.0 / max(inliers, 1))
+        * np.sqrt(0.25 / max(coverage, 0.01))
+        * np.sqrt(0.5 / max(elongation, 0.05))
+    )
+    rot_var = (np.deg2rad(2.0) * q) ** 2
+    trans_var = (0.05 * max(scene_depth, 0.1) * q) ** 2 if metric else 1e3
+    return np.diag([trans_var] * 3 + [rot_var] * 3)
+
+
+def _invert(rotation: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return rotation.T, -rotation.T @ translation
 
 
 class GeometricVerifier:
@@ -68,10 +105,11 @@ class GeometricVerifier:
         max_features: int = 1000,
         ratio: float = 0.8,
         min_matches: int = 20,
-        min_inliers: int = 30,
+        min_inliers: int = 25,
         ransac_threshold_px: float = 2.0,
         confidence: float = 0.999,
         min_spread: float = 0.05,
+        min_elongation: float = 0.05,
         feature_store: FeatureStore | None = None,
     ):
         if feature not in ("sift", "orb"):
@@ -88,32 +126,41 @@ class GeometricVerifier:
         self.threshold = ransac_threshold_px
         self.confidence = confidence
         self.min_spread = min_spread
-        self.store = feature_store or FeatureStore()
-        # Per map keyframe: intrinsics of its stored image (None when unknown).
+        self.min_elongation = min_elongation
+        self.store = feature_store if feature_store is not None else FeatureStore()
+        # Per map keyframe: intrinsics and shape of its stored image (a few bytes each).
         self._intrinsics: dict[int, np.ndarray | None] = {}
 
     # -- features -------------------------------------------------------------------------
-    def features(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Keypoints [N,2] float32 and descriptors (SIFT stored as uint8: values are 0..255)."""
+    def features(self, image: np.ndarray, depth: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Keypoints [N,2] float32, descriptors (SIFT stored as uint8: its values are 0..255)
+        and, with an aligned depth image, the depth at each keypoint."""
+        dim = 128 if self.feature == "sift" else 32
+        empty = {"keypoints": np.zeros((0, 2), np.float32), "descriptors": np.zeros((0, dim), np.uint8)}
+        if image is None or np.size(image) == 0:
+            return empty
         kps, desc = self.detector.detectAndCompute(_to_gray(image), None)
         if desc is None or not kps:
-            dim = 128 if self.feature == "sift" else 32
-            return {"keypoints": np.zeros((0, 2), np.float32), "descriptors": np.zeros((0, dim), np.uint8)}
+            return empty
         pts = np.array([kp.pt for kp in kps], dtype=np.float32)
         if self.feature == "sift":
             desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
-        return {"keypoints": pts, "descriptors": desc}
+        out = {"keypoints": pts, "descriptors": desc}
+        z = keypoint_depths(pts, depth)
+        if z is not None:
+            out["keypoint_depth"] = z
+        return out
 
     def add_keyframe(self, keyframe: Keyframe) -> None:
         if keyframe.image is None:
             return
-        self.store.put(keyframe.id, self.features(keyframe.image))
+        self.store.put(keyframe.id, self.features(keyframe.image, keyframe.depth), exact=EXACT_FEATURES)
         self._intrinsics[keyframe.id] = keyframe.camera_matrix
 
     # -- matching -------------------------------------------------------------------------
     def match(self, feats_q: dict, feats_m: dict) -> MatchResult:
         dq, dm = np.asarray(feats_q["descriptors"]), np.asarray(feats_m["descriptors"])
-        empty = MatchResult(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, int))
+        empty = MatchResult(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0, int), np.zeros(0, int))
         if len(dq) < 2 or len(dm) < 2:
             return empty
         if self.feature == "sift":
@@ -132,7 +179,7 @@ class GeometricVerifier:
             return empty
         qi, mi = np.array(pairs).T
         kq, km = np.asarray(feats_q["keypoints"]), np.asarray(feats_m["keypoints"])
-        return MatchResult(kq[qi].astype(np.float64), km[mi].astype(np.float64), qi)
+        return MatchResult(kq[qi].astype(np.float64), km[mi].astype(np.float64), qi, mi)
 
     # -- verification ---------------------------------------------------------------------
     def verify_pair(
@@ -142,23 +189,26 @@ class GeometricVerifier:
         query_shape: tuple[int, int],
         k_query: np.ndarray | None = None,
         k_match: np.ndarray | None = None,
-        depth_query: np.ndarray | None = None,
     ) -> tuple[int, bool, str, RelativePose | None]:
-        """(inliers, passed, reason, relative pose) for one image pair."""
+        """(inliers, passed, reason, relative pose match_T_query) for one image pair.
+
+        ``feats_*`` are ``features()`` dicts; their optional ``keypoint_depth`` enables PnP.
+        """
         m = self.match(feats_q, feats_m)
         n = len(m.query_pts)
         if n < self.min_matches:
             return 0, False, f"too few matches ({n} < {self.min_matches})", None
         use_essential = k_query is not None and k_match is not None
+        pq = pm = None
         if use_essential:
             pq, pm = _normalise(m.query_pts, k_query), _normalise(m.match_pts, k_match)
             focal = float(np.mean([k_query[0, 0], k_query[1, 1], k_match[0, 0], k_match[1, 1]]))
             model, mask = cv2.findEssentialMat(
-                pq, pm, np.eye(3), cv2.RANSAC, self.confidence, self.threshold / focal
+                pq, pm, np.eye(3), ROBUST_METHOD, self.confidence, self.threshold / focal
             )
         else:
             model, mask = cv2.findFundamentalMat(
-                m.query_pts, m.match_pts, cv2.FM_RANSAC, self.threshold, self.confidence
+                m.query_pts, m.match_pts, ROBUST_METHOD, self.threshold, self.confidence
             )
         # OpenCV may return several stacked 3x3 solutions or a mask that does not fit the input.
         if model is None or mask is None or model.shape != (3, 3) or mask.size != n:
@@ -168,57 +218,76 @@ class GeometricVerifier:
         if inliers < self.min_inliers:
             return inliers, False, f"too few inliers ({inliers} < {self.min_inliers})", None
         coverage, elongation = _spread(m.query_pts[inlier_mask], query_shape)
-        if elongation < 0.05:
+        if elongation < self.min_elongation:
             return inliers, False, "degenerate: inliers are nearly collinear", None
         if coverage < self.min_spread:
-            return (
-                inliers,
-                False,
-                f"inliers cover {coverage:.1%} of the image (< {self.min_spread:.0%})",
-                None,
-            )
+            reason = f"inliers cover {coverage:.1%} of the image (< {self.min_spread:.0%})"
+            return inliers, False, reason, None
         pose = None
         if use_essential:
-            pose = self._relative_pose(model, pq, pm, inlier_mask, m, k_query, k_match, depth_query, coverage)
-        return inliers, True, f"{inliers} inliers of {n} matches", pose
+            spread = (coverage, elongation)
+            pose = self._pnp_pose(m, inlier_mask, feats_q, feats_m, k_query, k_match, spread)
+            if pose is None:
+                pose = self._essential_pose(model, pq, pm, inlier_mask, spread)
+        kind = "essential" if use_essential else "fundamental"
+        pose_text = "" if pose is None else (", metric pose" if pose.metric else ", pose up to scale")
+        return inliers, True, f"{inliers} {kind} inliers of {n} matches{pose_text}", pose
 
-    def _relative_pose(self, essential, pq, pm, inlier_mask, m, k_query, k_match, depth_query, coverage):
-        if depth_query is not None:
-            metric = self._pnp_pose(m, inlier_mask, k_query, k_match, depth_query, coverage)
-            if metric is not None:
-                return metric
+    def _essential_pose(self, essential, pq, pm, inlier_mask, spread) -> RelativePose | None:
         # recoverPose(E, p1, p2) gives x2 = R x1 + t, i.e. match_T_query for p1 = query.
         count, rotation, translation, _ = cv2.recoverPose(
             essential, pq[inlier_mask], pm[inlier_mask], np.eye(3)
         )
-        if count < self.min_inliers // 2:
+        if count < max(5, self.min_inliers // 2):  # too few points in front of both cameras
             return None
         inliers = int(inlier_mask.sum())
-        return RelativePose(rotation, translation.ravel(), False, pose_covariance(inliers, coverage, False))
+        cov = pose_covariance(inliers, *spread, metric=False)
+        return RelativePose(rotation, translation.ravel(), False, cov)
 
-    def _pnp_pose(self, m, inlier_mask, k_query, k_match, depth_query, coverage):
-        """Metric match_T_query from query depth: 3D query points vs 2D match pixels."""
-        pts_q, pts_m = m.query_pts[inlier_mask], m.match_pts[inlier_mask]
-        u = np.clip(np.rint(pts_q[:, 0]).astype(int), 0, depth_query.shape[1] - 1)
-        v = np.clip(np.rint(pts_q[:, 1]).astype(int), 0, depth_query.shape[0] - 1)
-        z = depth_query[v, u].astype(np.float64)
-        valid = np.isfinite(z) & (z > 0)
-        if valid.sum() < max(6, self.min_inliers // 2):
-            return None
-        rays = _normalise(pts_q[valid], k_query)
-        obj = np.column_stack([rays * z[valid, None], z[valid]])
-        ok, rvec, tvec, pnp_inliers = cv2.solvePnPRansac(
-            obj, pts_m[valid], k_match, None, reprojectionError=self.threshold * 2, confidence=self.confidence
-        )
-        if not ok or pnp_inliers is None or len(pnp_inliers) < max(6, self.min_inliers // 2):
-            return None
-        rotation, _ = cv2.Rodrigues(rvec)
-        return RelativePose(rotation, tvec.ravel(), True, pose_covariance(len(pnp_inliers), coverage, True))
+    def _pnp_pose(self, m, inlier_mask, feats_q, feats_m, k_query, k_match, spread) -> RelativePose | None:
+        """Metric match_T_query from depth: query depth first, else the candidate's (inverted)."""
+        for side in ("query", "match"):
+            feats = feats_q if side == "query" else feats_m
+            depth = feats.get("keypoint_depth")
+            if depth is None:
+                continue
+            depth = np.asarray(depth, np.float64)
+            if side == "query":
+                idx, pts3_px, k3, pts2, k2 = m.query_idx, m.query_pts, k_query, m.match_pts, k_match
+            else:
+                idx, pts3_px, k3, pts2, k2 = m.match_idx, m.match_pts, k_match, m.query_pts, k_query
+            z = depth[idx[inlier_mask]]
+            valid = np.isfinite(z) & (z > 0)
+            needed = max(6, self.min_inliers // 2)
+            if valid.sum() < needed:
+                continue
+            rays = _normalise(pts3_px[inlier_mask][valid], k3)
+            obj = np.column_stack([rays * z[valid, None], z[valid]])
+            ok, rvec, tvec, pnp_inliers = cv2.solvePnPRansac(
+                obj,
+                pts2[inlier_mask][valid],
+                np.asarray(k2, np.float64),
+                None,
+                reprojectionError=self.threshold * 2,
+                confidence=self.confidence,
+            )
+            if not ok or pnp_inliers is None or len(pnp_inliers) < needed:
+                continue
+            rotation, _ = cv2.Rodrigues(rvec)
+            translation = tvec.ravel()
+            if side == "match":  # PnP gave query_T_match
+                rotation, translation = _invert(rotation, translation)
+            scene_depth = float(np.median(z[valid][pnp_inliers.ravel()]))
+            cov = pose_covariance(len(pnp_inliers), *spread, metric=True, scene_depth=scene_depth)
+            return RelativePose(rotation, translation, True, cov)
+        return None
 
     def verify(self, query: Keyframe, candidates: list[Candidate]) -> list[Verification]:
         if query.image is None:
             return [Verification(c, 0.0, 0, False, "query keyframe has no image") for c in candidates]
-        feats_q = self.store.get(query.id) if query.id in self.store else self.features(query.image)
+        feats_q = self.store.get(query.id)
+        if feats_q is None:
+            feats_q = self.features(query.image, query.depth)
         results = []
         for cand in candidates:
             feats_m = self.store.get(cand.id)
@@ -228,8 +297,11 @@ class GeometricVerifier:
                 )
                 continue
             k_match = self._intrinsics.get(cand.id)
-            inliers, passed, reason, pose = self.verify_pair(
-                feats_q, feats_m, query.image.shape[:2], query.camera_matrix, k_match, query.depth
-            )
+            try:
+                inliers, passed, reason, pose = self.verify_pair(
+                    feats_q, feats_m, query.image.shape[:2], query.camera_matrix, k_match
+                )
+            except cv2.error as exc:  # a pathological input must not stop the node
+                inliers, passed, reason, pose = 0, False, f"OpenCV error: {str(exc).strip()[:120]}", None
             results.append(Verification(cand, float(inliers), inliers, passed, reason, pose))
         return sort_verifications(results)

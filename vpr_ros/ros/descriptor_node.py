@@ -45,6 +45,7 @@ PARAMETERS = [
     "exclude_recent_seconds",
     "index_factory",
     "map_device",
+    "reranker",  # decides which model local features go into each keyframe
     "verification_image_width",
     "queue_size",
 ]

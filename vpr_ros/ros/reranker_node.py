@@ -22,6 +22,16 @@ PARAMETERS = [
     "geometric_ransac_threshold_px",
     "feature_ram_budget_mb",
     "feature_fp16",
+    "feature_spill_dir",
+    "pairvpr_weights",
+    "pairvpr_batch_size",
+    "pairvpr_min_score",
+    "keypatch_threshold",
+    "keypatch_ransac_factor",
+    "keypatch_min_inliers",
+    "device",
+    "model",  # with weights: the checkpoint the pair classifier shares with model:=pairvpr
+    "weights",
     "queue_size",
 ]
 
