@@ -5,6 +5,12 @@
 Parameters come from config/<model>.yaml unless params_file:= is given; launch arguments
 override the file. Without ros2 launch, `ros2 run vpr_ros vpr_graph --ros-args ...` runs the
 same nodes in one process.
+
+The descriptor and re-ranker nodes are lifecycle nodes that configure and activate themselves
+(autostart:=true, as yolo_ros does). With autostart:=false they wait in 'unconfigured' for a
+lifecycle manager or `ros2 lifecycle set /descriptor_node configure` / `activate`.
+map_path:=DIR keeps the keyframe map across runs; docs/operations.md explains the files,
+services and diagnostics.
 """
 
 import os
@@ -33,6 +39,14 @@ ARGUMENTS = [
     ("device", "auto", "auto, cpu or cuda"),
     ("params_file", "", "YAML parameters file (default config/<model>.yaml)"),
     ("namespace", "", "namespace for all nodes"),
+    ("map_path", "", "map directory: loaded at start, saved on exit and periodically ('' = memory only)"),
+    ("localization_only", "false", "query the saved map without adding keyframes"),
+    ("publish_debug_image", "false", "re-ranker publishes vpr/debug_image (query, match, inliers)"),
+    (
+        "autostart",
+        "true",
+        "descriptor and re-ranker activate themselves (false: leave it to a lifecycle manager)",
+    ),
 ]
 
 
@@ -56,6 +70,12 @@ def _nodes(context):
         "image_reliability": arg["image_reliability"],
     }
     ns = arg["namespace"]
+    autostart = {"autostart": arg["autostart"].lower() == "true"}
+    persistence = {
+        "map_path": arg["map_path"],
+        "localization_only": arg["localization_only"].lower() == "true",
+    }
+    debug = {"publish_debug_image": arg["publish_debug_image"].lower() == "true"}
 
     def model_params(keys):
         return {k: v for k, v in overrides.items() if k in keys}
@@ -66,7 +86,13 @@ def _nodes(context):
             executable="descriptor_node",
             namespace=ns,
             output="screen",
-            parameters=[params_file, model_params(("model", "weights", "device", "reranker")), camera],
+            parameters=[
+                params_file,
+                model_params(("model", "weights", "device", "reranker")),
+                camera,
+                persistence,
+                autostart,
+            ],
         ),
         Node(
             package="vpr_ros",
@@ -74,7 +100,12 @@ def _nodes(context):
             namespace=ns,
             output="screen",
             # model/weights/device: the Pair-VPR pair classifier loads the descriptor checkpoint.
-            parameters=[params_file, model_params(("reranker", "model", "weights", "device"))],
+            parameters=[
+                params_file,
+                model_params(("reranker", "model", "weights", "device")),
+                debug,
+                autostart,
+            ],
         ),
         Node(
             package="vpr_ros",

@@ -27,6 +27,13 @@ ROS_NODE_PARAMETERS = frozenset(
         "camera_name",
         "use_sim_time",
         "publish_rejected",
+        "log_rejected",
+        "map_path",
+        "map_save_period",
+        "autostart",
+        "diagnostics_period",
+        "publish_debug_image",
+        "marker_frame_id",
     }
 )
 
@@ -60,6 +67,9 @@ class PipelineConfig:
         "Flat", "FAISS index_factory string over inner product (Flat, HNSW32, IVF1024,PQ64)"
     )
     map_device: str = _p("auto", "FAISS index on auto (GPU when faiss-gpu and CUDA exist), cpu or cuda")
+    localization_only: bool = _p(
+        False, "query the map without adding keyframes (relocalise against a map saved earlier)"
+    )
     # verification
     reranker: str = _p(
         "geometric",

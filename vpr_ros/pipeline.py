@@ -65,13 +65,20 @@ class DescriptorStage:
             descriptor = self.encoder.encode([frame.image])[0]
         t1 = time.perf_counter()
         cfg = self.config
-        candidates = self.map.search(
-            descriptor, cfg.top_k, cfg.exclude_recent_keyframes, cfg.exclude_recent_seconds, frame.stamp
-        )
-        t2 = time.perf_counter()
-        kf_id = self.map.add(
-            descriptor, frame.stamp, frame_id=frame.frame_id, camera=self.camera, pose=frame.pose
-        )
+        if cfg.localization_only:
+            # The map is from an earlier session, so nothing in it is "recent"; the query gets
+            # an id of its own (ids never repeat) but does not join the map.
+            candidates = self.map.search(descriptor, cfg.top_k)
+            t2 = time.perf_counter()
+            kf_id = self.map.reserve_id()
+        else:
+            candidates = self.map.search(
+                descriptor, cfg.top_k, cfg.exclude_recent_keyframes, cfg.exclude_recent_seconds, frame.stamp
+            )
+            t2 = time.perf_counter()
+            kf_id = self.map.add(
+                descriptor, frame.stamp, frame_id=frame.frame_id, camera=self.camera, pose=frame.pose
+            )
         image, scale = resize_to_width(frame.image, cfg.verification_image_width)
         camera_matrix = None
         if frame.camera_matrix is not None:

@@ -1,19 +1,29 @@
-"""Loop-closure node: thresholds + temporal consistency -> /vpr/loop_closures.
+"""Loop-closure node: thresholds + temporal consistency -> vpr/loop_closures.
 
-Rejected queries (with their reason) go to /vpr/rejected so users can see why no loop was
-reported at a place.
+Every rejected query is logged in one line with its reason and, with ``publish_rejected``,
+published on vpr/rejected, so users can see why no loop was reported at a place. With
+odometry poses on the keyframes, vpr/markers (visualization_msgs/MarkerArray) shows the
+keyframe positions and the accepted loop edges between them in RViz.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 
+from geometry_msgs.msg import Point
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
+from visualization_msgs.msg import Marker, MarkerArray
 
-from ..msg import LoopClosure, LoopClosureArray
+from ..map_store import read_payload_pose
+from ..msg import Keyframe as KeyframeMsg
+from ..msg import LoopClosure, LoopClosureArray, MapInfo
 from ..pipeline import build_decider
+from ..types import LoopStatus
 from .conversions import decision_to_msg, stamp_to_sec, verification_from_msg
+from .diagnostics import OK, NodeDiagnostics
 from .params import declare_pipeline_parameters, read_pipeline_config
+from .qos import LATCHED
 
 PARAMETERS = [
     "min_similarity",
@@ -23,6 +33,8 @@ PARAMETERS = [
     "consistency_max_query_gap",
     "accept_score",
 ]
+MAX_MARKER_EDGES = 10000  # newest loop edges drawn
+MAX_MARKER_KEYFRAMES = 20000  # newest keyframe positions drawn
 
 
 class LoopClosureNode(Node):
@@ -30,14 +42,58 @@ class LoopClosureNode(Node):
         super().__init__("loop_closure_node", **kwargs)
         declare_pipeline_parameters(self, PARAMETERS)
         self.declare_parameter("publish_rejected", True)
+        self.declare_parameter(
+            "log_rejected", True, ParameterDescriptor(description="log one line per rejected query (info)")
+        )
+        self.declare_parameter(
+            "marker_frame_id",
+            "odom",
+            ParameterDescriptor(description="frame of the odometry poses, for vpr/markers"),
+        )
+        self.declare_parameter(
+            "diagnostics_period", 1.0, ParameterDescriptor(description="seconds between /diagnostics")
+        )
         self.config = read_pipeline_config(self, PARAMETERS)
         self.decider = build_decider(self.config)
+        self.log_rejected = bool(self.get_parameter("log_rejected").value)
+        self.marker_frame = self.get_parameter("marker_frame_id").value
         self.counts: Counter = Counter()
         # Verified candidates of recent unconfirmed queries, by query id then match id.
         self._pending: dict[int, dict[int, LoopClosure]] = {}
+        # Keyframe positions (from odometry) and accepted loop edges, for markers.
+        self._positions: dict[int, tuple[float, float, float] | None] = {}
+        self._edges: deque[tuple[int, int]] = deque(maxlen=MAX_MARKER_EDGES)
+        self._markers_dirty = False
+        self._session: str | None = None
+        self._map_path = ""
         self.loop_pub = self.create_publisher(LoopClosure, "vpr/loop_closures", 50)
         self.rejected_pub = self.create_publisher(LoopClosure, "vpr/rejected", 10)
+        self.marker_pub = self.create_publisher(MarkerArray, "vpr/markers", 2)
         self.create_subscription(LoopClosureArray, "vpr/verified", self._on_verified, 50)
+        self.create_subscription(KeyframeMsg, "vpr/keyframes", self._on_keyframe, 50)
+        self.create_subscription(MapInfo, "vpr/map_info", self._on_map_info, LATCHED)
+        self.create_timer(1.0, self._publish_markers)
+        self.diagnostics = NodeDiagnostics(
+            self, "loop closure", self._diagnostics, self.get_parameter("diagnostics_period").value
+        )
+
+    def _on_map_info(self, msg: MapInfo) -> None:
+        self._map_path = msg.path
+        if self._session is not None and msg.session != self._session:
+            # Ids may now name other keyframes: hypotheses and drawn edges no longer hold.
+            self.decider.reset()
+            self._pending.clear()
+            self._positions.clear()
+            self._edges.clear()
+            self._markers_dirty = True
+            self.counts["map_changes"] += 1
+        self._session = msg.session
+
+    def _on_keyframe(self, msg: KeyframeMsg) -> None:
+        if msg.has_pose:
+            p = msg.pose.position
+            self._positions[int(msg.id)] = (p.x, p.y, p.z)
+            self._markers_dirty = True
 
     def _on_verified(self, msg: LoopClosureArray) -> None:
         verifications = [verification_from_msg(c) for c in msg.closures]
@@ -58,17 +114,77 @@ class LoopClosureNode(Node):
 
     def _publish(self, out: LoopClosure, decision) -> None:
         if decision.accepted:
+            self.counts["loop_closures"] += 1
             self.loop_pub.publish(out)
+            self._edges.append((int(out.query_id), int(out.match_id)))
+            self._markers_dirty = True
             self.get_logger().info(
                 f"loop closure {out.query_id} -> {out.match_id} (similarity {out.similarity:.3f}, "
                 f"score {out.reranker_score:.1f}): {decision.reason}"
             )
-        else:
-            self.get_logger().debug(
-                f"keyframe {decision.query_id}: {decision.status.name}: {decision.reason}"
+            return
+        if self.log_rejected:
+            best = ""
+            if decision.best is not None:
+                c = decision.best.candidate
+                best = f" best match {c.id} (similarity {c.similarity:.3f}, score {decision.best.score:.1f}):"
+            self.get_logger().info(
+                f"keyframe {decision.query_id} rejected, {decision.status.name}:{best} {decision.reason}"
             )
-            if self.get_parameter("publish_rejected").value:
-                self.rejected_pub.publish(out)
+        if self.get_parameter("publish_rejected").value:
+            self.rejected_pub.publish(out)
+
+    # -- markers -----------------------------------------------------------------------------------
+    def _position(self, kf_id: int):
+        """Position of a keyframe: from vpr/keyframes, else from the saved map (read once)."""
+        if kf_id not in self._positions:
+            pose = read_payload_pose(self._map_path, kf_id) if self._map_path else None
+            self._positions[kf_id] = None if pose is None else tuple(float(v) for v in pose[:3, 3])
+        return self._positions[kf_id]
+
+    def markers(self) -> MarkerArray:
+        stamp = self.get_clock().now().to_msg()
+        keyframes = Marker(ns="keyframes", id=0, type=Marker.SPHERE_LIST, action=Marker.ADD)
+        keyframes.scale.x = keyframes.scale.y = keyframes.scale.z = 0.08
+        keyframes.color.r, keyframes.color.g, keyframes.color.b, keyframes.color.a = 0.2, 0.4, 1.0, 0.8
+        known = [(k, p) for k, p in self._positions.items() if p is not None]
+        keyframes.points = [Point(x=p[0], y=p[1], z=p[2]) for _, p in sorted(known)[-MAX_MARKER_KEYFRAMES:]]
+        edges = Marker(ns="loop_closures", id=1, type=Marker.LINE_LIST, action=Marker.ADD)
+        edges.scale.x = 0.04
+        edges.color.r, edges.color.g, edges.color.b, edges.color.a = 0.1, 0.9, 0.2, 1.0
+        drawn = 0
+        for q, m in self._edges:
+            pq, pm = self._position(q), self._position(m)
+            if pq is None or pm is None:
+                continue
+            edges.points.extend([Point(x=pq[0], y=pq[1], z=pq[2]), Point(x=pm[0], y=pm[1], z=pm[2])])
+            drawn += 1
+        self.counts["edges_drawn"] = drawn
+        for marker in (keyframes, edges):
+            marker.header.frame_id = self.marker_frame
+            marker.header.stamp = stamp
+            marker.pose.orientation.w = 1.0
+        return MarkerArray(markers=[keyframes, edges])
+
+    def _publish_markers(self) -> None:
+        if not self._markers_dirty:
+            return
+        self._markers_dirty = False
+        self.marker_pub.publish(self.markers())
+
+    # -- diagnostics -------------------------------------------------------------------------------
+    def _diagnostics(self):
+        values = {"decisions": sum(self.counts[s] for s in _STATUS_NAMES)}
+        values.update({s.lower(): self.counts[s] for s in _STATUS_NAMES})
+        values["loop_closures_published"] = self.counts["loop_closures"]
+        values["pending_queries"] = len(self._pending)
+        values["keyframes_with_pose"] = sum(p is not None for p in self._positions.values())
+        values["loop_edges_drawn"] = self.counts["edges_drawn"]
+        values["map_changes"] = self.counts["map_changes"]
+        return OK, f"{self.counts['loop_closures']} loop closures, {values['decisions']} decisions", values
+
+
+_STATUS_NAMES = tuple(s.name for s in LoopStatus)
 
 
 def main(args=None) -> None:

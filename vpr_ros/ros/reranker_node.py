@@ -1,15 +1,43 @@
-"""Re-ranker node: verifies each keyframe's retrieval candidates, publishes /vpr/verified."""
+"""Re-ranker node: verifies each keyframe's retrieval candidates, publishes vpr/verified.
+
+A lifecycle node: activate builds the re-ranker (loading its model, if it has one) and starts
+listening; deactivate frees it. It brings itself up unless ``autostart`` is false.
+
+Candidates from a map saved earlier (before a restart, or loaded with vpr/load_map) are not
+in memory: their images, intrinsics and model features are read from the map directory that
+the descriptor node announces on vpr/map_info, once, when they are first needed. When the
+descriptor node's map session changes (reset, reload, restart) everything remembered about
+keyframes is dropped, because ids may then refer to other images.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+import time
+from collections import Counter, OrderedDict
 
-from rclpy.node import Node
+import cv2
+import numpy as np
+from rcl_interfaces.msg import ParameterDescriptor
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
-from ..msg import LoopCandidates, LoopClosureArray
+from ..debug_image import draw_pair, find_matches
+from ..map_store import read_payload
+from ..msg import LoopCandidates, LoopClosureArray, MapInfo
 from ..pipeline import VerificationStage
-from .conversions import candidates_from_msg, keyframe_from_msg, verification_to_msg
+from ..runtime_stats import LatencyWindow
+from .conversions import (
+    candidates_from_msg,
+    keyframe_from_msg,
+    rgb_to_image_msg,
+    sec_to_stamp,
+    verification_to_msg,
+)
+from .diagnostics import OK, WARN, NodeDiagnostics
+from .managed import SUCCESS, ManagedNode, free_accelerator_memory
 from .params import declare_pipeline_parameters, read_pipeline_config
+from .qos import LATCHED
 from .worker import BoundedWorker
 
 PARAMETERS = [
@@ -34,37 +62,268 @@ PARAMETERS = [
     "weights",
     "queue_size",
 ]
+# Debug pictures need the match keyframe's image; recent ones are kept compressed in RAM.
+DEBUG_IMAGE_CACHE_BYTES = 64 * 2**20
 
 
-class RerankerNode(Node):
+class RerankerNode(ManagedNode):
+    """Lifecycle node: activate builds the re-ranker (and its model), deactivate frees it."""
+
     def __init__(self, **kwargs):
+        self.worker = self.stage = None  # destroy_node may run after a failed constructor
+        self.active = False
         super().__init__("reranker_node", **kwargs)
         declare_pipeline_parameters(self, PARAMETERS)
-        self.config = read_pipeline_config(self, PARAMETERS)
-        self.stage = VerificationStage(self.config)
+        self.declare_parameter(
+            "publish_debug_image",
+            False,
+            ParameterDescriptor(description="publish vpr/debug_image: query and best match, inliers drawn"),
+        )
+        self.declare_parameter(
+            "diagnostics_period", 1.0, ParameterDescriptor(description="seconds between /diagnostics")
+        )
+        self.stage: VerificationStage | None = None
+        self.worker: BoundedWorker | None = None
         self.counts: Counter = Counter()
-        self.pub = self.create_publisher(LoopClosureArray, "vpr/verified", 10)
+        self.rerank_ms = LatencyWindow()
+        self._subscriptions: list = []
+        self._publishers_made = False
+        # Guards the stage and what it knows, so a map change never mixes with a query.
+        self._lock = threading.Lock()
+        self._known: set[int] = set()  # keyframe ids the re-ranker has features for
+        self._missing: set[int] = set()  # ids the saved map has no data for (asked once)
+        self._session: str | None = None
+        self._map_path = ""
+        self._images = _ImageCache(DEBUG_IMAGE_CACHE_BYTES)
+        self._dropped_before = self._errors_before = 0
+        self._last_diag_dropped = 0
+        self.diagnostics = NodeDiagnostics(
+            self, "re-ranker", self._diagnostics, self.get_parameter("diagnostics_period").value
+        )
+        self.autostart()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def on_configure(self, state):
+        return self.run_transition("configure", self._configure)
+
+    def _configure(self) -> None:
+        self.config = read_pipeline_config(self, PARAMETERS)
+        self.debug_image = bool(self.get_parameter("publish_debug_image").value)
+        if not self._publishers_made:
+            self.pub = self.create_lifecycle_publisher(LoopClosureArray, "vpr/verified", 10)
+            self.debug_pub = self.create_lifecycle_publisher(Image, "vpr/debug_image", 2)
+            self._publishers_made = True
+
+    def on_activate(self, state):
+        result = self.run_transition("activate", self._activate)
+        if result != SUCCESS:
+            return result
+        return super().on_activate(state)
+
+    def _activate(self) -> None:
+        t0 = time.monotonic()
+        stage = VerificationStage(self.config)  # loads the pair classifier for pairvpr
+        with self._lock:
+            self.stage = stage
+            self._known.clear()
+            self._missing.clear()
         # Every keyframe passes through here and a dropped one never becomes a loop target,
         # so this queue absorbs bursts (~0.6 MB per queued keyframe with its image).
         self.worker = BoundedWorker(
             self._process, max(self.config.queue_size, 50), self.get_logger(), "reranker"
         )
-        self.create_subscription(LoopCandidates, "vpr/candidates", self.worker.submit, 50)
-        self.get_logger().info(f"re-ranker '{self.config.reranker}' ready")
+        self._subscriptions = [
+            self.create_subscription(LoopCandidates, "vpr/candidates", self._on_candidates, 50),
+            self.create_subscription(MapInfo, "vpr/map_info", self._on_map_info, LATCHED),
+        ]
+        self.active = True
+        self.get_logger().info(f"re-ranker '{self.config.reranker}' ready ({time.monotonic() - t0:.1f} s)")
 
+    def on_deactivate(self, state):
+        super().on_deactivate(state)
+        return self.run_transition("deactivate", self._deactivate)
+
+    def _deactivate(self) -> None:
+        self.active = False
+        for sub in self._subscriptions:
+            self.destroy_subscription(sub)
+        self._subscriptions = []
+        self._stop_worker()
+        with self._lock:
+            self.stage = None
+            self._known.clear()
+        free_accelerator_memory()
+
+    def on_cleanup(self, state):
+        return SUCCESS
+
+    def on_shutdown(self, state):
+        if self.active:
+            return self.run_transition("shutdown", self._deactivate)
+        return SUCCESS
+
+    def _stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop(timeout=1.0)
+            self._dropped_before += self.worker.dropped
+            self._errors_before += self.worker.errors
+            self.worker = None
+
+    def destroy_node(self):
+        self.active = False
+        self._stop_worker()
+        return super().destroy_node()
+
+    # -- callbacks -----------------------------------------------------------------------------
+    def _on_candidates(self, msg: LoopCandidates) -> None:
+        self.counts["queries_in"] += 1
+        worker = self.worker
+        if worker is not None:
+            worker.submit(msg)
+
+    def _on_map_info(self, msg: MapInfo) -> None:
+        with self._lock:
+            self._map_path = msg.path
+            if self._session is not None and msg.session != self._session and self.stage is not None:
+                # Keyframe ids may now mean other images: forget every feature and start over.
+                stale = self.worker.clear() if self.worker is not None else 0
+                self.stage = VerificationStage(self.config)
+                self._known.clear()
+                self._missing.clear()
+                self._images.clear()
+                self.counts["map_changes"] += 1
+                self.counts["stale_queries_dropped"] += stale
+                self.get_logger().info(
+                    f"map {msg.event} ({msg.num_keyframes} keyframes): re-ranker state cleared"
+                )
+            self._session = msg.session
+
+    # -- worker --------------------------------------------------------------------------------
     def _process(self, msg: LoopCandidates) -> None:
         query = keyframe_from_msg(msg.query)
-        results = self.stage.process(query, candidates_from_msg(msg))
+        candidates = candidates_from_msg(msg)
+        with self._lock:
+            stage = self.stage
+            if stage is None:
+                return
+            self._load_from_map(stage, candidates)
+            t0 = time.perf_counter()
+            results = stage.process(query, candidates)
+            self.rerank_ms.add((time.perf_counter() - t0) * 1e3)
+            self._known.add(query.id)
         self.counts["queries"] += 1
+        if self.debug_image and query.image is not None:
+            self._images.put(query.id, query.image)
         out = LoopClosureArray()
         out.header = msg.header
         out.query_id = query.id
         out.closures = [verification_to_msg(query, v, msg.query.model, self.config.reranker) for v in results]
         self.pub.publish(out)
+        if self.debug_image and results and self.debug_pub.get_subscription_count() > 0:
+            self._publish_debug_image(query, results[0], stage)
 
-    def destroy_node(self):
-        self.worker.stop()
-        return super().destroy_node()
+    def _load_from_map(self, stage: VerificationStage, candidates) -> None:
+        """Candidates from a saved map (before a restart, or a loaded map): read their data."""
+        if not self._map_path:
+            return
+        for cand in candidates:
+            if cand.id in self._known or cand.id in self._missing:
+                continue
+            try:
+                kf = read_payload(self._map_path, cand.id)
+            except Exception as exc:  # a damaged keyframe folder: that candidate fails, others go on
+                self.get_logger().warn(f"keyframe {cand.id} in {self._map_path}: {exc}")
+                kf = None
+            if kf is None:
+                self._missing.add(cand.id)
+                self.counts["map_keyframes_missing"] += 1
+                continue
+            stage.reranker.add_keyframe(kf)
+            self._known.add(cand.id)
+            self.counts["map_keyframes_loaded"] += 1
+            if self.debug_image and kf.image is not None:
+                self._images.put(kf.id, kf.image)
+
+    def _publish_debug_image(self, query, best, stage) -> None:
+        match_image = self._images.get(best.candidate.id)
+        if match_image is None and self._map_path:
+            kf = read_payload(self._map_path, best.candidate.id)
+            match_image = kf.image if kf is not None else None
+        if match_image is None:
+            self.counts["debug_image_no_match_image"] += 1
+            return
+        pts_q, pts_m, inliers = find_matches(query.image, match_image, stage.reranker)
+        verdict = "PASS" if best.passed else "FAIL"
+        caption = (
+            f"{verdict} kf {query.id} -> {best.candidate.id}  sim {best.candidate.similarity:.3f}  "
+            f"score {best.score:.1f}  {best.reason}"
+        )
+        canvas = draw_pair(query.image, match_image, pts_q, pts_m, inliers, caption[:120])
+        header = Header(stamp=sec_to_stamp(query.stamp), frame_id=query.frame_id)
+        self.debug_pub.publish(rgb_to_image_msg(canvas, header))
+
+    # -- diagnostics -------------------------------------------------------------------------------
+    def _diagnostics(self):
+        worker, stage = self.worker, self.stage
+        dropped = self._dropped_before + (worker.dropped if worker else 0)
+        values = {
+            "active": self.active,
+            "reranker": self.config.reranker if hasattr(self, "config") else "",
+            "queries_in": self.counts["queries_in"],
+            "queries": self.counts["queries"],
+            "queries_dropped": dropped,
+            "queue_length": worker.pending if worker else 0,
+            "worker_errors": self._errors_before + (worker.errors if worker else 0),
+            "known_keyframes": len(self._known),
+        }
+        for key in ("map_keyframes_loaded", "map_keyframes_missing", "map_changes", "stale_queries_dropped"):
+            values[key] = self.counts[key]
+        values.update(self.rerank_ms.summary("rerank_ms"))
+        store = getattr(stage.reranker, "store", None) if stage is not None else None
+        if store is not None:
+            values["feature_store_ram_mb"] = store.ram_bytes / 2**20
+            values["feature_store_spilled"] = store.num_spilled
+        new_drops, self._last_diag_dropped = dropped - self._last_diag_dropped, dropped
+        if not self.active:
+            return WARN, "inactive: not verifying", values
+        if new_drops:
+            return WARN, f"dropped {new_drops} queries since the last report (verification too slow)", values
+        return OK, f"{self.counts['queries']} queries verified", values
+
+
+class _ImageCache:
+    """Recent keyframe images for debug pictures, JPEG-compressed, bounded in bytes."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self._items: OrderedDict[int, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, kf_id: int, rgb: np.ndarray) -> None:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if not ok:
+            return
+        data = buf.tobytes()
+        with self._lock:
+            if kf_id in self._items:
+                self._bytes -= len(self._items.pop(kf_id))
+            self._items[kf_id] = data
+            self._bytes += len(data)
+            while self._bytes > self.budget and len(self._items) > 1:
+                self._bytes -= len(self._items.popitem(last=False)[1])
+
+    def get(self, kf_id: int) -> np.ndarray | None:
+        with self._lock:
+            data = self._items.get(kf_id)
+        if data is None:
+            return None
+        return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
 
 
 def main(args=None) -> None:

@@ -1,4 +1,10 @@
-"""Start nodes, spin them, shut down cleanly on SIGINT/SIGTERM, exit 1 on start-up errors."""
+"""Start nodes, spin them, shut down cleanly on SIGINT/SIGTERM, exit 1 on start-up errors.
+
+Lifecycle nodes bring themselves up in their constructors (``autostart``), so a failed model
+or map load surfaces here as an exception and the process exits 1 with the reason. On
+SIGINT/SIGTERM the executor stops, each node stops its worker and saves its map, and the
+process exits 0.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +20,14 @@ def run_nodes(node_classes, args=None) -> None:
     try:
         for cls in node_classes:
             nodes.append(cls())
-    except Exception as exc:  # e.g. a missing checkpoint: say why and exit non-zero
+    except Exception as exc:  # e.g. a missing checkpoint or a map of another model: say why
         print(f"[vpr_ros] start-up failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown()
         sys.exit(1)
-    executor = MultiThreadedExecutor(num_threads=max(2, len(nodes)))
+    # Two threads per node: a long map save or verification never starves image callbacks.
+    executor = MultiThreadedExecutor(num_threads=max(4, 2 * len(nodes)))
     for node in nodes:
         executor.add_node(node)
     try:
@@ -29,6 +36,24 @@ def run_nodes(node_classes, args=None) -> None:
         pass
     finally:
         for node in nodes:
-            node.destroy_node()
-        executor.shutdown()
+            node.destroy_node()  # stops workers, saves the map
+        executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown of native modules.
+
+    Everything that matters is done (map saved, nodes destroyed); what is left is freeing
+    torch, FAISS and DDS memory, which takes 1-2 s on a small CPU and would push a SIGINT
+    shutdown past its 2 s budget. Python-level exit handlers (temporary folders, log
+    flushing) still run.
+    """
+    import atexit
+    import os
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

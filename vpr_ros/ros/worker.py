@@ -34,6 +34,13 @@ class BoundedWorker:
             self._queue.append(item)
             self._cond.notify()
 
+    def clear(self) -> int:
+        """Drop everything queued (items of a map that was just replaced); returns how many."""
+        with self._cond:
+            n = len(self._queue)
+            self._queue.clear()
+            return n
+
     @property
     def pending(self) -> int:
         return len(self._queue)

@@ -1,0 +1,72 @@
+"""Lifecycle (managed) nodes that also bring themselves up, as yolo_ros does.
+
+The descriptor and re-ranker nodes load their model on activate and free it on deactivate.
+With ``autostart`` true (the default) a node configures and activates itself at the end of
+its constructor, so ``ros2 run``, the one-process ``vpr_graph`` and code that simply
+constructs a node all get a working node; a lifecycle manager sets ``autostart:=false`` and
+drives the transitions itself (``ros2 lifecycle set /descriptor_node configure`` ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+
+
+class StartupError(RuntimeError):
+    """A node could not configure or activate itself (the message says why)."""
+
+
+class ManagedNode(LifecycleNode):
+    def __init__(self, node_name: str, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.declare_parameter(
+            "autostart",
+            True,
+            ParameterDescriptor(
+                description="configure and activate at start-up (false: wait for a lifecycle manager)"
+            ),
+        )
+        self.startup_error: str | None = None
+        self.active = False
+
+    def autostart(self) -> None:
+        """Call at the end of a subclass constructor."""
+        if self.get_parameter("autostart").value:
+            self.bring_up()
+
+    def bring_up(self) -> None:
+        """configure + activate; raises StartupError (and destroys the node) on failure."""
+        for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
+            result = trigger()
+            if result != SUCCESS:
+                reason = self.startup_error or f"transition returned {result.to_label()}"
+                message = f"{self.get_name()} could not {name}: {reason}"
+                self.destroy_node()
+                raise StartupError(message)
+
+    def run_transition(self, name: str, body: Callable[[], None]) -> TransitionCallbackReturn:
+        """Run a transition body; an exception becomes FAILURE with its reason logged and kept."""
+        try:
+            body()
+        except Exception as exc:
+            self.startup_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"{name} failed: {self.startup_error}")
+            return FAILURE
+        return SUCCESS
+
+
+def free_accelerator_memory() -> None:
+    """After dropping a model: return cached GPU memory to the driver (no-op on CPU)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
