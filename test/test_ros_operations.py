@@ -19,6 +19,8 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy is needed for the ROS operations tests")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -206,6 +208,7 @@ def domain(request):
         "test_localisation_against_a_saved_map": 4,
         "test_camera_flood_keeps_memory_flat_and_processes_the_newest_frames": 5,
         "test_stalled_reranker_does_not_stall_keyframes_and_sigint_saves_the_map": 6,
+        "test_without_autostart_a_lifecycle_manager_brings_the_node_up": 7,
     }[request.node.name]
     # Below 100: DDS ports of higher domains fall in Linux's ephemeral port range, where the
     # TCP connections of the large-data transport can take them.
@@ -500,3 +503,29 @@ def test_stalled_reranker_does_not_stall_keyframes_and_sigint_saves_the_map(corr
         codes = stop_all(procs)
         probe.close()
     assert [c for c, _ in codes] == [0, 0, 0]
+
+
+def test_without_autostart_a_lifecycle_manager_brings_the_node_up(corridor, domain):
+    images, _ = corridor
+    proc = start("descriptor_node", domain, "autostart:=false")
+    probe = Probe(domain)
+    try:
+        state = probe.call(GetState, "/descriptor_node/get_state", GetState.Request(), timeout=90)
+        assert state.current_state.label == "unconfigured"
+        assert probe.image_pub.get_subscription_count() == 0  # no model, no camera yet
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            request = ChangeState.Request(transition=Transition(id=transition))
+            assert probe.call(ChangeState, "/descriptor_node/change_state", request).success, proc.output()
+        assert (
+            probe.call(GetState, "/descriptor_node/get_state", GetState.Request()).current_state.label
+            == "active"
+        )
+        probe.wait_subscribed([proc])
+        assert probe.play(images[:1], [0.0]) == [0]
+        request = ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE))
+        assert probe.call(ChangeState, "/descriptor_node/change_state", request).success
+        assert wait_until(lambda: probe.image_pub.get_subscription_count() == 0, 10)
+    finally:
+        codes = stop_all([proc])
+        probe.close()
+    assert codes[0][0] == 0, proc.output()[-3000:]

@@ -122,9 +122,9 @@ class DescriptorNode(ManagedNode):
         self._camera_info_size = None
         self._depth: deque = deque(maxlen=10)
         self._poses: deque = deque(maxlen=200)
-        self._subscriptions: list = []
+        self._active_subs: list = []
         self._save_timer = None
-        self._services: list = []
+        self._map_services: list = []
         self._publishers_made = False
         # The map lock covers map changes (a frame's search+add, reset, load) and snapshots;
         # the save lock keeps saves (timer, service, shutdown) one at a time.
@@ -158,7 +158,7 @@ class DescriptorNode(ManagedNode):
             self.candidates_pub = self.create_lifecycle_publisher(LoopCandidates, "vpr/candidates", 10)
             self.map_info_pub = self.create_publisher(MapInfo, "vpr/map_info", LATCHED)
             group = self._maintenance
-            self._services = [
+            self._map_services = [
                 self.create_service(SaveMap, "vpr/save_map", self._srv_save, callback_group=group),
                 self.create_service(LoadMap, "vpr/load_map", self._srv_load, callback_group=group),
                 self.create_service(ResetMap, "vpr/reset_map", self._srv_reset, callback_group=group),
@@ -211,7 +211,7 @@ class DescriptorNode(ManagedNode):
             subs.append(self.create_subscription(Image, depth_topic, self._on_depth, self.image_qos))
         if odom_topic := self.get_parameter("odom_topic").value:
             subs.append(self.create_subscription(Odometry, odom_topic, self._on_odom, 50))
-        self._subscriptions = subs
+        self._active_subs = subs
         period = float(self.get_parameter("map_save_period").value)
         if self.map_path and period > 0:
             self._save_timer = self.create_timer(
@@ -227,9 +227,9 @@ class DescriptorNode(ManagedNode):
 
     def _deactivate(self) -> None:
         self.active = False
-        for sub in self._subscriptions:
+        for sub in self._active_subs:
             self.destroy_subscription(sub)
-        self._subscriptions = []
+        self._active_subs = []
         if self._save_timer is not None:
             self.destroy_timer(self._save_timer)
             self._save_timer = None

@@ -86,7 +86,7 @@ class RerankerNode(ManagedNode):
         self.worker: BoundedWorker | None = None
         self.counts: Counter = Counter()
         self.rerank_ms = LatencyWindow()
-        self._subscriptions: list = []
+        self._active_subs: list = []
         self._publishers_made = False
         # Guards the stage and what it knows, so a map change never mixes with a query.
         self._lock = threading.Lock()
@@ -132,7 +132,7 @@ class RerankerNode(ManagedNode):
         self.worker = BoundedWorker(
             self._process, max(self.config.queue_size, 50), self.get_logger(), "reranker"
         )
-        self._subscriptions = [
+        self._active_subs = [
             self.create_subscription(LoopCandidates, "vpr/candidates", self._on_candidates, 50),
             self.create_subscription(MapInfo, "vpr/map_info", self._on_map_info, LATCHED),
         ]
@@ -145,9 +145,9 @@ class RerankerNode(ManagedNode):
 
     def _deactivate(self) -> None:
         self.active = False
-        for sub in self._subscriptions:
+        for sub in self._active_subs:
             self.destroy_subscription(sub)
-        self._subscriptions = []
+        self._active_subs = []
         self._stop_worker()
         with self._lock:
             self.stage = None
