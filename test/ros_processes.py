@@ -13,9 +13,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def private_domain_id() -> int:
-    """A ROS_DOMAIN_ID unlikely to collide with other test runs on this machine."""
-    return 100 + (os.getpid() % 100)
+def private_domain_id(offset: int = 0) -> int:
+    """A ROS_DOMAIN_ID for this test run: 10 per pytest process (``offset`` 0-9), in 10-59.
+
+    Kept below 100: DDS ports of higher domains fall in Linux's ephemeral port range, where
+    the large-data transport's TCP connections can take them. Replay (evaluation) uses 60-89.
+    """
+    if not 0 <= offset <= 9:
+        raise ValueError("domain offset must be 0-9")
+    return 10 + 10 * (os.getpid() % 5) + offset
 
 
 def executable(name: str) -> str:

@@ -12,8 +12,11 @@ from ros_processes import executable, private_domain_id
 def _run_demo(*args: str) -> str:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.run(
-        [executable("demo"), "--places", "16", "--domain-id", str(private_domain_id() + 2), *args],
-        capture_output=True, text=True, timeout=400, env=env,
+        [executable("demo"), "--places", "16", "--domain-id", str(private_domain_id(8)), *args],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout

@@ -124,30 +124,39 @@ def test_loop_closure_covariance_is_a_6x6_float64_array(msgs):
 
 
 def test_keyframe_candidates_and_array_messages_have_their_fields(msgs):
-    assert _field_types(msgs.Keyframe).items() >= {
-        "header": "std_msgs/Header",
-        "id": "uint64",
-        "camera": "string",
-        "model": "string",
-        "descriptor": "sequence<float>",
-        "image": "sensor_msgs/Image",
-        "camera_info": "sensor_msgs/CameraInfo",
-        "depth": "sensor_msgs/Image",
-        "has_pose": "boolean",
-        "pose": "geometry_msgs/Pose",
-    }.items()
-    assert _field_types(msgs.LoopCandidates).items() >= {
-        "header": "std_msgs/Header",
-        "query": "vpr_ros/Keyframe",
-        "candidate_ids": "sequence<uint64>",
-        "candidate_stamps": "sequence<builtin_interfaces/Time>",
-        "similarities": "sequence<float>",
-    }.items()
-    assert _field_types(msgs.LoopClosureArray).items() >= {
-        "header": "std_msgs/Header",
-        "query_id": "uint64",
-        "closures": "sequence<vpr_ros/LoopClosure>",
-    }.items()
+    assert (
+        _field_types(msgs.Keyframe).items()
+        >= {
+            "header": "std_msgs/Header",
+            "id": "uint64",
+            "camera": "string",
+            "model": "string",
+            "descriptor": "sequence<float>",
+            "image": "sensor_msgs/Image",
+            "camera_info": "sensor_msgs/CameraInfo",
+            "depth": "sensor_msgs/Image",
+            "has_pose": "boolean",
+            "pose": "geometry_msgs/Pose",
+        }.items()
+    )
+    assert (
+        _field_types(msgs.LoopCandidates).items()
+        >= {
+            "header": "std_msgs/Header",
+            "query": "vpr_ros/Keyframe",
+            "candidate_ids": "sequence<uint64>",
+            "candidate_stamps": "sequence<builtin_interfaces/Time>",
+            "similarities": "sequence<float>",
+        }.items()
+    )
+    assert (
+        _field_types(msgs.LoopClosureArray).items()
+        >= {
+            "header": "std_msgs/Header",
+            "query_id": "uint64",
+            "closures": "sequence<vpr_ros/LoopClosure>",
+        }.items()
+    )
 
 
 def test_loop_closure_array_survives_cdr_serialization(msgs):

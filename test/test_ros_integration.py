@@ -131,7 +131,7 @@ def test_malformed_raw_images_are_skipped_and_node_keeps_going(graph, rtabmap):
 def test_corrupt_jpeg_is_skipped_on_a_compressed_stream(rtabmap):
     images, _ = rtabmap
     g = Graph(
-        private_domain_id() + 1,
+        private_domain_id(1),
         ["descriptor_node"],
         ["-p", "image_topic:=/itest/image_raw", "-p", "compressed:=true", "-p", "model:=mobilenetv2"],
         compressed=True,
@@ -156,7 +156,7 @@ def test_missing_checkpoint_fails_at_start_up_with_a_clear_message(tmp_path):
     proc = NodeProcess(
         "descriptor_node",
         ["--ros-args", "-p", "model:=image", "-p", f"weights:={missing}", "-p", "image_topic:=/itest/none"],
-        private_domain_id() + 3,
+        private_domain_id(9),
     )
     assert wait_until(lambda: not proc.alive(), timeout=90), "node kept running without its checkpoint"
     out = proc.output()

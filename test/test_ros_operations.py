@@ -4,7 +4,6 @@ re-ranker, and SIGINT shutdown (MobileNetV2 baseline, RTAB-Map corridor images).
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import statistics
@@ -27,7 +26,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from ros_processes import REPO_ROOT, NodeProcess, wait_until  # noqa: E402
+from ros_processes import REPO_ROOT, NodeProcess, private_domain_id, wait_until  # noqa: E402
 from vpr_ros.keyframe_map import KeyframeMap  # noqa: E402
 from vpr_ros.map_store import PAYLOAD_DIR, MapStore, load_map, read_info  # noqa: E402
 from vpr_ros.msg import Keyframe, LoopClosure, LoopClosureArray, MapInfo  # noqa: E402
@@ -210,9 +209,7 @@ def domain(request):
         "test_stalled_reranker_does_not_stall_keyframes_and_sigint_saves_the_map": 6,
         "test_without_autostart_a_lifecycle_manager_brings_the_node_up": 7,
     }[request.node.name]
-    # Below 100: DDS ports of higher domains fall in Linux's ephemeral port range, where the
-    # TCP connections of the large-data transport can take them.
-    return 10 + 5 * (os.getpid() % 17) + offset
+    return private_domain_id(offset)
 
 
 def _foreign_map(path: Path) -> None:

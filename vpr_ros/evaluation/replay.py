@@ -46,8 +46,11 @@ class ReplayError(RuntimeError):
 
 
 def private_domain_id() -> int:
-    """A ROS_DOMAIN_ID away from 0 and from the test suite's 100-199 range."""
-    return 200 + os.getpid() % 30
+    """A ROS_DOMAIN_ID away from 0 and from the test suite's 10-59 range.
+
+    Below 100: DDS ports of higher domains fall in Linux's ephemeral port range.
+    """
+    return 60 + os.getpid() % 30
 
 
 def find_executable(name: str) -> str:
