@@ -134,9 +134,6 @@ class DescriptorNode(ManagedNode):
         self._saved_version = 0
         self._session = ""
         self._last_save: dict = {}
-        self._dropped_before = 0  # drops of workers from earlier activations
-        self._processed_before = 0
-        self._errors_before = 0
         self._last_diag_dropped = 0
         self._maintenance = MutuallyExclusiveCallbackGroup()  # saves never block image callbacks
         self.diagnostics = NodeDiagnostics(
@@ -239,22 +236,6 @@ class DescriptorNode(ManagedNode):
             self.stage, self.store = None, None  # the model and the map go with the stage
             self._close_payloads()
         free_accelerator_memory()
-
-    def on_cleanup(self, state):
-        return SUCCESS
-
-    def on_shutdown(self, state):
-        if self.active:
-            return self.run_transition("shutdown", self._deactivate)
-        return SUCCESS
-
-    def _stop_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.stop(timeout=1.0)
-            self._dropped_before += self.worker.dropped
-            self._processed_before += self.worker.processed
-            self._errors_before += self.worker.errors
-            self.worker = None
 
     def destroy_node(self):
         # Also the SIGINT path: the ROS context may already be gone, so nothing here publishes.
@@ -482,16 +463,16 @@ class DescriptorNode(ManagedNode):
     # -- diagnostics -------------------------------------------------------------------------------
     def _diagnostics(self):
         worker, stage = self.worker, self.stage
-        dropped = self._dropped_before + (worker.dropped if worker else 0)
+        dropped = self.worker_count("dropped")
         values = {
             "active": self.active,
             "model": self.config.model if hasattr(self, "config") else "",
             "localization_only": bool(getattr(self, "config", None) and self.config.localization_only),
             "frames_in": self.counts["frames_in"],
-            "frames_processed": self._processed_before + (worker.processed if worker else 0),
+            "frames_processed": self.worker_count("processed"),
             "frames_dropped": dropped,
             "queue_length": worker.pending if worker else 0,
-            "worker_errors": self._errors_before + (worker.errors if worker else 0),
+            "worker_errors": self.worker_count("errors"),
             "keyframes": self.counts["keyframes"],
         }
         values.update(

@@ -88,6 +88,7 @@ class LoopClosureNode(Node):
             self._markers_dirty = True
             self.counts["map_changes"] += 1
         self._session = msg.session
+        self._markers_dirty = True  # edges to saved keyframes can be drawn now
 
     def _on_keyframe(self, msg: KeyframeMsg) -> None:
         if msg.has_pose:
@@ -138,7 +139,9 @@ class LoopClosureNode(Node):
     def _position(self, kf_id: int):
         """Position of a keyframe: from vpr/keyframes, else from the saved map (read once)."""
         if kf_id not in self._positions:
-            pose = read_payload_pose(self._map_path, kf_id) if self._map_path else None
+            if not self._map_path:
+                return None  # no map announced (yet): ask again on the next drawing
+            pose = read_payload_pose(self._map_path, kf_id)
             self._positions[kf_id] = None if pose is None else tuple(float(v) for v in pose[:3, 3])
         return self._positions[kf_id]
 

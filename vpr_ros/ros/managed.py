@@ -9,6 +9,7 @@ drives the transitions itself (``ros2 lifecycle set /descriptor_node configure``
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from rcl_interfaces.msg import ParameterDescriptor
@@ -34,6 +35,8 @@ class ManagedNode(LifecycleNode):
         )
         self.startup_error: str | None = None
         self.active = False
+        # Counts of workers from earlier activations, so diagnostics survive a reactivation.
+        self._worker_totals: Counter = Counter()
 
     def autostart(self) -> None:
         """Call at the end of a subclass constructor."""
@@ -49,6 +52,30 @@ class ManagedNode(LifecycleNode):
                 message = f"{self.get_name()} could not {name}: {reason}"
                 self.destroy_node()
                 raise StartupError(message)
+
+    def on_cleanup(self, state):
+        return SUCCESS
+
+    def on_shutdown(self, state):
+        if self.active:
+            return self.run_transition("shutdown", self._deactivate)
+        return SUCCESS
+
+    def _deactivate(self) -> None:
+        raise NotImplementedError
+
+    def _stop_worker(self) -> None:
+        """Stop the node's bounded worker (``self.worker``), keeping its counts."""
+        if self.worker is not None:
+            self.worker.stop(timeout=1.0)
+            for key in ("dropped", "processed", "errors"):
+                self._worker_totals[key] += getattr(self.worker, key)
+            self.worker = None
+
+    def worker_count(self, key: str) -> int:
+        """dropped / processed / errors over every activation so far."""
+        worker = self.worker
+        return self._worker_totals[key] + (getattr(worker, key) if worker is not None else 0)
 
     def run_transition(self, name: str, body: Callable[[], None]) -> TransitionCallbackReturn:
         """Run a transition body; an exception becomes FAILURE with its reason logged and kept."""

@@ -95,7 +95,6 @@ class RerankerNode(ManagedNode):
         self._session: str | None = None
         self._map_path = ""
         self._images = _ImageCache(DEBUG_IMAGE_CACHE_BYTES)
-        self._dropped_before = self._errors_before = 0
         self._last_diag_dropped = 0
         self.diagnostics = NodeDiagnostics(
             self, "re-ranker", self._diagnostics, self.get_parameter("diagnostics_period").value
@@ -153,21 +152,6 @@ class RerankerNode(ManagedNode):
             self.stage = None
             self._known.clear()
         free_accelerator_memory()
-
-    def on_cleanup(self, state):
-        return SUCCESS
-
-    def on_shutdown(self, state):
-        if self.active:
-            return self.run_transition("shutdown", self._deactivate)
-        return SUCCESS
-
-    def _stop_worker(self) -> None:
-        if self.worker is not None:
-            self.worker.stop(timeout=1.0)
-            self._dropped_before += self.worker.dropped
-            self._errors_before += self.worker.errors
-            self.worker = None
 
     def destroy_node(self):
         self.active = False
@@ -265,7 +249,7 @@ class RerankerNode(ManagedNode):
     # -- diagnostics -------------------------------------------------------------------------------
     def _diagnostics(self):
         worker, stage = self.worker, self.stage
-        dropped = self._dropped_before + (worker.dropped if worker else 0)
+        dropped = self.worker_count("dropped")
         values = {
             "active": self.active,
             "reranker": self.config.reranker if hasattr(self, "config") else "",
@@ -273,7 +257,7 @@ class RerankerNode(ManagedNode):
             "queries": self.counts["queries"],
             "queries_dropped": dropped,
             "queue_length": worker.pending if worker else 0,
-            "worker_errors": self._errors_before + (worker.errors if worker else 0),
+            "worker_errors": self.worker_count("errors"),
             "known_keyframes": len(self._known),
         }
         for key in ("map_keyframes_loaded", "map_keyframes_missing", "map_changes", "stale_queries_dropped"):
