@@ -35,8 +35,12 @@ ARGUMENTS = [
     ("depth_topic", "", "aligned depth image topic (metric relative poses)"),
     ("odom_topic", "", "nav_msgs/Odometry topic (motion keyframe gate, poses)"),
     ("image_reliability", "reliable", "image QoS reliability: reliable or best_effort"),
-    ("reranker", "geometric", "geometric, pairvpr (model:=pairvpr), keypatch (patch-token models) or none"),
-    ("device", "auto", "auto, cpu or cuda"),
+    (
+        "reranker",
+        "",
+        "geometric, pairvpr (model:=pairvpr), keypatch (patch-token models), none; '' = params file",
+    ),
+    ("device", "", "auto, cpu or cuda ('' = params file, default auto)"),
     ("params_file", "", "YAML parameters file (default config/<model>.yaml)"),
     ("namespace", "", "namespace for all nodes"),
     ("map_path", "", "map directory: loaded at start, saved on exit and periodically ('' = memory only)"),
@@ -78,7 +82,8 @@ def _nodes(context):
     debug = {"publish_debug_image": arg["publish_debug_image"].lower() == "true"}
 
     def model_params(keys):
-        return {k: v for k, v in overrides.items() if k in keys}
+        # Empty launch arguments leave the params file's value in place.
+        return {k: v for k, v in overrides.items() if k in keys and v != ""}
 
     return [
         Node(
