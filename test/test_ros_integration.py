@@ -36,7 +36,12 @@ class Graph:
         ]
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id)
-        self.player = SequencePlayer("/itest/image_raw", compressed=compressed, context=self.context)
+        try:
+            self.player = SequencePlayer("/itest/image_raw", compressed=compressed, context=self.context)
+        except Exception:
+            for p in self.procs:  # never leak node processes into later tests
+                p.stop()
+            raise
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.player)
         self.thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -70,11 +75,24 @@ def rtabmap(rtabmap_samples):
 
 @pytest.fixture(scope="module")
 def graph():
-    g = Graph(
-        private_domain_id(),
-        ["descriptor_node", "reranker_node", "loop_closure_node"],
-        ["-p", "image_topic:=/itest/image_raw", "-p", "model:=mobilenetv2"],
-    )
+    # DDS discovery between two node processes has, rarely, never completed here (the
+    # descriptor's candidates never reached the re-ranker). wait_for_graph detects it from the
+    # nodes' /diagnostics; the graph is then restarted once, and the test says so.
+    for attempt in (1, 2):
+        g = Graph(
+            private_domain_id(),
+            ["descriptor_node", "reranker_node", "loop_closure_node"],
+            ["-p", "image_topic:=/itest/image_raw", "-p", "model:=mobilenetv2"],
+        )
+        try:
+            g.wait_for_descriptor_node()
+            g.player.wait_for_graph(timeout=60)
+            break
+        except (AssertionError, TimeoutError) as exc:
+            g.close()
+            if attempt == 2:
+                raise
+            print(f"\ngraph not connected, restarting it once: {exc}")
     yield g
     codes = g.close()
     assert codes == [0, 0, 0], f"nodes did not exit cleanly on SIGINT: {codes}\n{g.logs()}"
@@ -82,8 +100,6 @@ def graph():
 
 def test_rtabmap_corridor_loop_closures(graph, rtabmap):
     images, gt = rtabmap
-    graph.wait_for_descriptor_node()
-    graph.player.wait_for_graph(timeout=90)
     stamps = [i * FRAME_PERIOD for i in range(len(images))]
     missing = graph.player.play(images, stamps, frame_timeout=60)
     assert missing == 0, graph.logs()

@@ -122,7 +122,7 @@ def run_ros(seq, params: dict, domain_id: int) -> list[tuple[int, int]]:
         player.wait_for_graph()
         missing = player.play(seq.images, seq.stamps, seq.camera_matrix)
         if missing:
-            print(f"warning: {missing} frames did not come back as keyframes", file=sys.stderr)
+            print(f"warning: the graph stopped answering; {missing} frames not played", file=sys.stderr)
         if not player.wait_for_decisions(timeout=120):
             print("warning: not every keyframe got a decision in time", file=sys.stderr)
         period = seq.stamps[1] - seq.stamps[0]

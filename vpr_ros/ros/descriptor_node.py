@@ -469,6 +469,10 @@ class DescriptorNode(ManagedNode):
             "model": self.config.model if hasattr(self, "config") else "",
             "localization_only": bool(getattr(self, "config", None) and self.config.localization_only),
             "frames_in": self.counts["frames_in"],
+            # 0 means no re-ranker is connected: keyframes go nowhere (a DDS discovery problem).
+            "candidates_subscribers": self.candidates_pub.get_subscription_count()
+            if hasattr(self, "candidates_pub")
+            else 0,
             "frames_processed": self.worker_count("processed"),
             "frames_dropped": dropped,
             "queue_length": worker.pending if worker else 0,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -44,6 +45,19 @@ class SequencePlayer(Node):
         self.create_subscription(KeyframeMsg, "vpr/keyframes", self._on_keyframe, 100)
         self.create_subscription(LoopClosure, "vpr/loop_closures", self._on_closure, 100)
         self.create_subscription(LoopClosure, "vpr/rejected", self._on_rejected, 100)
+        self.diagnostics: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 20)
+
+    def _on_diagnostics(self, msg) -> None:
+        with self._lock:
+            for status in msg.status:
+                node = status.name.split(":")[0]
+                self.diagnostics[node] = {kv.key: kv.value for kv in status.values}
+            self._lock.notify_all()
+
+    def _connected(self, node: str, key: str) -> bool:
+        value = self.diagnostics.get(node, {}).get(key, "0")
+        return value.isdigit() and int(value) > 0
 
     def _on_keyframe(self, msg) -> None:
         with self._lock:
@@ -61,14 +75,29 @@ class SequencePlayer(Node):
             self._lock.notify_all()
 
     def wait_for_graph(self, timeout: float = 30.0) -> None:
-        """Block until the descriptor node listens and the loop-closure node publishes."""
+        """Block until the descriptor node listens, the loop-closure node publishes, and (from
+        their /diagnostics) the descriptor's candidates and the re-ranker's verdicts have a
+        matched subscriber: messages sent before DDS matched both ends are lost."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.image_pub.get_subscription_count() > 0 and self.count_publishers("vpr/loop_closures") > 0:
+            with self._lock:
+                pipeline = self._connected("descriptor_node", "candidates_subscribers") and self._connected(
+                    "reranker_node", "verified_subscribers"
+                )
+            if (
+                pipeline
+                and self.image_pub.get_subscription_count() > 0
+                and self.count_publishers("vpr/loop_closures") > 0
+            ):
                 time.sleep(0.5)  # matching is not instantaneous on the subscriber's side
                 return
             time.sleep(0.1)
-        raise TimeoutError(f"vpr_ros graph not up after {timeout:.0f} s (is the descriptor node running?)")
+        with self._lock:
+            seen = {
+                n: {k: v for k, v in d.items() if k.endswith("_subscribers")}
+                for n, d in self.diagnostics.items()
+            }
+        raise TimeoutError(f"vpr_ros graph not connected after {timeout:.0f} s; diagnostics seen: {seen}")
 
     def make_image_msg(self, image: np.ndarray, stamp: float):
         header_stamp = sec_to_stamp(stamp)
@@ -120,12 +149,12 @@ class SequencePlayer(Node):
         wait_decision: bool = True,
         progress=None,
     ) -> int:
-        """Publish all frames; returns how many frames did not come back as keyframes.
+        """Publish all frames; returns how many were not played through (0: all of them).
 
         Lock-step waits for each frame's keyframe and, with ``wait_decision``, for the
-        loop-closure decision on it (the slowest stage sets the pace, nothing is dropped).
+        loop-closure decision on it (the slowest stage sets the pace, nothing is dropped); a
+        frame that gets neither within ``frame_timeout`` stops the playback.
         """
-        missing = 0
         for i, (image, stamp) in enumerate(zip(images, stamps, strict=True)):
             t0 = time.monotonic()
             self.publish_frame(image, float(stamp), camera_matrix)
@@ -136,16 +165,19 @@ class SequencePlayer(Node):
                 kf_id = None
                 while (kf_id := self.wait_keyframe_with_stamp(float(stamp), resend_after)) is None:
                     if time.monotonic() >= deadline:
-                        missing += 1
                         break
                     self.publish_frame(image, float(stamp), camera_matrix)
-                if kf_id is not None and wait_decision:
-                    self.wait_for_decisions(timeout=max(0.0, deadline - time.monotonic()), ids={kf_id})
+                decided = kf_id is not None and (
+                    not wait_decision
+                    or self.wait_for_decisions(timeout=max(0.0, deadline - time.monotonic()), ids={kf_id})
+                )
+                if not decided:  # the graph is stuck: stop instead of waiting out every frame
+                    return len(images) - i
             else:
                 time.sleep(max(0.0, 1.0 / rate_hz - (time.monotonic() - t0)))
             if progress is not None:
                 progress(i)
-        return missing
+        return 0
 
     def wait_for_decisions(self, timeout: float = 60.0, ids=None) -> bool:
         """Wait until every keyframe seen (or those in ``ids``) has an accepted or rejected decision."""

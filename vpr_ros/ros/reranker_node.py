@@ -254,6 +254,7 @@ class RerankerNode(ManagedNode):
             "active": self.active,
             "reranker": self.config.reranker if hasattr(self, "config") else "",
             "queries_in": self.counts["queries_in"],
+            "verified_subscribers": self.pub.get_subscription_count() if hasattr(self, "pub") else 0,
             "queries": self.counts["queries"],
             "queries_dropped": dropped,
             "queue_length": worker.pending if worker else 0,
