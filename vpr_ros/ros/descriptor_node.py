@@ -142,9 +142,6 @@ class DescriptorNode(ManagedNode):
         self.autostart()
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def on_configure(self, state):
-        return self.run_transition("configure", self._configure)
-
     def _configure(self) -> None:
         self.config = read_pipeline_config(self, PARAMETERS)
         self.camera = self.get_parameter("camera_name").value or self.get_name()
@@ -217,10 +214,6 @@ class DescriptorNode(ManagedNode):
         self.active = True
         self._new_session("activated")
         self.get_logger().info(f"listening on {topic} ({msg_type.__name__})")
-
-    def on_deactivate(self, state):
-        super().on_deactivate(state)
-        return self.run_transition("deactivate", self._deactivate)
 
     def _deactivate(self) -> None:
         self.active = False

@@ -53,6 +53,13 @@ class ManagedNode(LifecycleNode):
                 self.destroy_node()
                 raise StartupError(message)
 
+    def on_configure(self, state):
+        return self.run_transition("configure", self._configure)
+
+    def on_deactivate(self, state):
+        super().on_deactivate(state)  # disables the lifecycle publishers
+        return self.run_transition("deactivate", self._deactivate)
+
     def on_cleanup(self, state):
         return SUCCESS
 
@@ -60,6 +67,9 @@ class ManagedNode(LifecycleNode):
         if self.active:
             return self.run_transition("shutdown", self._deactivate)
         return SUCCESS
+
+    def _configure(self) -> None:
+        raise NotImplementedError
 
     def _deactivate(self) -> None:
         raise NotImplementedError

@@ -102,9 +102,6 @@ class RerankerNode(ManagedNode):
         self.autostart()
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def on_configure(self, state):
-        return self.run_transition("configure", self._configure)
-
     def _configure(self) -> None:
         self.config = read_pipeline_config(self, PARAMETERS)
         self.debug_image = bool(self.get_parameter("publish_debug_image").value)
@@ -137,10 +134,6 @@ class RerankerNode(ManagedNode):
         ]
         self.active = True
         self.get_logger().info(f"re-ranker '{self.config.reranker}' ready ({time.monotonic() - t0:.1f} s)")
-
-    def on_deactivate(self, state):
-        super().on_deactivate(state)
-        return self.run_transition("deactivate", self._deactivate)
 
     def _deactivate(self) -> None:
         self.active = False
