@@ -197,3 +197,19 @@ def load_config(params_file: str | Path | None = None, **overrides) -> PipelineC
     values = read_params_file(params_file)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return PipelineConfig.from_dict(values)
+
+
+def default_params_file(model: str) -> Path:
+    """config/<model>.yaml: the installed share dir (colcon), else the source tree (pip -e)."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("vpr_ros")) / "config")
+    except Exception:  # no ament index (plain pip install): fall back to the source tree
+        pass
+    candidates.append(Path(__file__).resolve().parents[1] / "config")
+    for folder in candidates:
+        if (folder / f"{model}.yaml").is_file():
+            return folder / f"{model}.yaml"
+    raise FileNotFoundError(f"no config/{model}.yaml found (looked in {', '.join(map(str, candidates))})")

@@ -13,27 +13,10 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-from .config import load_config, read_params_file
+from .config import default_params_file, load_config, read_params_file
 from .demo_sequence import make_demo_sequence
 from .evaluation.metrics import score_loop_closures
-
-
-def _default_params_file(model: str) -> Path:
-    """config/<model>.yaml from the installed share dir, else from the source tree."""
-    candidates = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("vpr_ros")) / "config")
-    except Exception:  # no ament index (plain pip install): fall back to the source tree
-        pass
-    candidates.append(Path(__file__).resolve().parents[1] / "config")
-    for folder in candidates:
-        if (folder / f"{model}.yaml").is_file():
-            return folder / f"{model}.yaml"
-    raise FileNotFoundError(f"no config/{model}.yaml found (looked in {', '.join(map(str, candidates))})")
 
 
 def _parse(argv):
@@ -144,7 +127,7 @@ def run_ros(seq, params: dict, domain_id: int) -> list[tuple[int, int]]:
 
 def main(argv=None) -> int:
     args = _parse(argv)
-    params = read_params_file(args.params_file or _default_params_file(args.model))
+    params = read_params_file(args.params_file or default_params_file(args.model))
     params["model"] = args.model
     if args.weights:
         params["weights"] = args.weights

@@ -40,7 +40,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .config import PipelineConfig, load_config, read_params_file
+from .config import PipelineConfig, default_params_file, load_config, read_params_file
 from .evaluation.ground_truth import GroundTruth, GroundTruthError, read_pose_file, read_same_place_matrix
 from .evaluation.run import RunRecord, run_offline
 from .evaluation.scoring import Scores, loop_window, score_run
@@ -179,10 +179,8 @@ def _params(args) -> tuple[dict, str | None]:
     """Parameters as the nodes would see them: params file, then the command-line overrides."""
     params_file = args.params_file
     if params_file is None:
-        from .demo import _default_params_file
-
         try:
-            params_file = str(_default_params_file(args.model or "image"))
+            params_file = str(default_params_file(args.model or "image"))
         except FileNotFoundError:
             params_file = None
     params = read_params_file(params_file)
