@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vpr_ros.demo_sequence import main as demo_sequence_main
-from vpr_ros.demo_sequence import make_demo_sequence
+from vpr_ros.apps.demo_sequence import main as demo_sequence_main
+from vpr_ros.apps.demo_sequence import make_demo_sequence
 from vpr_ros.evaluation.ground_truth import read_same_place_matrix, read_tum, same_place_from_poses
 from vpr_ros.evaluation.sources import ImageFolderSource, read_camera_info_yaml
 

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from vpr_ros.demo_sequence import export_sequence, make_demo_sequence
-from vpr_ros.evaluate import main as evaluate_main
-from vpr_ros.make_bag import make_bag
+from vpr_ros.apps.demo_sequence import export_sequence, make_demo_sequence
+from vpr_ros.apps.evaluate import main as evaluate_main
+from vpr_ros.apps.make_bag import make_bag
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # A short sequence needs a short exclusion window, or no revisit is far enough back.

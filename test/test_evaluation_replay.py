@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy is needed for replay evaluation")
 pytest.importorskip("vpr_ros.msg", reason="replay needs the colcon-built package (vpr_ros.msg)")
 
-from vpr_ros.demo_sequence import export_sequence, make_demo_sequence  # noqa: E402
-from vpr_ros.evaluate import main as evaluate_main  # noqa: E402
+from vpr_ros.apps.demo_sequence import export_sequence, make_demo_sequence  # noqa: E402
+from vpr_ros.apps.evaluate import main as evaluate_main  # noqa: E402
 
 
 def test_replay_through_the_graph_scores_what_arrives(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""Downloads against a local HTTP server on loopback, and the fetch-weights CLI."""
+"""Downloads against a local HTTP server on loopback, and the fetch_weights CLI."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from vpr_ros import fetch_weights
 from vpr_ros import weights as W
+from vpr_ros.apps import fetch_weights
 from vpr_ros.models import registry
 from vpr_ros.models.base import InputPolicy, ModelSpec, WeightsSpec
 

@@ -1,4 +1,4 @@
-"""make-bag writes rosbag2 (mcap, sqlite3) that BagSource reads back exactly; broken bags fail clearly."""
+"""make_bag writes rosbag2 (mcap, sqlite3) that BagSource reads back exactly; broken bags fail clearly."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
+from vpr_ros.apps.make_bag import main as make_bag_main
+from vpr_ros.apps.make_bag import make_bag
 from vpr_ros.evaluation.ground_truth import quaternion_to_matrix, read_tum, write_tum
 from vpr_ros.evaluation.sources import BagSource, ImageFolderSource, SourceError, natural_sort_key
-from vpr_ros.make_bag import main as make_bag_main
-from vpr_ros.make_bag import make_bag
 
 N_IMAGES = 10
 K = np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])

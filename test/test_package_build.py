@@ -27,11 +27,11 @@ EXECUTABLES = {
     "reranker_node": "vpr_ros.ros.reranker_node",
     "loop_closure_node": "vpr_ros.ros.loop_closure_node",
     "vpr_graph": "vpr_ros.ros.graph",
-    "demo": "vpr_ros.demo",
-    "evaluate": "vpr_ros.evaluate",
-    "make_bag": "vpr_ros.make_bag",
-    "fetch_weights": "vpr_ros.fetch_weights",
-    "benchmark": "vpr_ros.benchmark",
+    "demo": "vpr_ros.apps.demo",
+    "evaluate": "vpr_ros.apps.evaluate",
+    "make_bag": "vpr_ros.apps.make_bag",
+    "fetch_weights": "vpr_ros.apps.fetch_weights",
+    "benchmark": "vpr_ros.apps.benchmark",
 }
 
 

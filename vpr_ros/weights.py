@@ -228,7 +228,7 @@ def placement_hint(spec: ModelSpec, cache_dir: PathLike | None = None) -> str:
     ]
     if weights.url:
         lines.append(
-            f"On an offline robot: run `python -m vpr_ros.fetch_weights {spec.name} --dest DIR` on a "
+            f"On an offline robot: run `python -m vpr_ros.apps.fetch_weights {spec.name} --dest DIR` on a "
             f"machine with internet access and copy DIR/{weights.file_name} to {target}."
         )
     return "\n".join(lines)

@@ -28,10 +28,10 @@ import yaml
 from rclpy.executors import SingleThreadedExecutor
 
 from ..config import ROS_NODE_PARAMETERS, PipelineConfig
+from ..evaluation.run import ClosureRecord, KeyframeRecord, RunRecord
+from ..evaluation.sources import SourceFrame
 from ..msg import LoopClosureArray
-from ..ros.player import SequencePlayer
-from .run import ClosureRecord, KeyframeRecord, RunRecord
-from .sources import SourceFrame
+from .player import SequencePlayer
 
 IMAGE_TOPIC = "/vpr_eval/image_raw"
 CAMERA_INFO_TOPIC = "/vpr_eval/camera_info"

@@ -3,9 +3,9 @@
 Speed does not depend on weight values, so every model runs with random weights
 (``load_model(name, random_init=True)``) and no checkpoint is needed::
 
-    python -m vpr_ros.benchmark
-    python -m vpr_ros.benchmark --models mobilenetv2,image --repeats 5 --threads 2
-    python -m vpr_ros.benchmark --skip-models --faiss-sizes 1000,10000,100000,1000000 --faiss-max-gb 8
+    python -m vpr_ros.apps.benchmark
+    python -m vpr_ros.apps.benchmark --models mobilenetv2,image --repeats 5 --threads 2
+    python -m vpr_ros.apps.benchmark --skip-models --faiss-sizes 1000,10000,100000,1000000 --faiss-max-gb 8
 
 Each model runs in a fresh child process, so its peak-RSS increase is its own (not the
 leftovers of the previous model) and a model that crashes cannot take the run down.
@@ -28,7 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from .models.registry import MODELS
+from ..models.registry import MODELS
 
 DEFAULT_BASELINE = "mobilenetv2"
 MB = 1e6
@@ -82,7 +82,7 @@ def bench_model(
     """Measure one model; meant to run in its own process. Returns a JSON-able dict."""
     import torch
 
-    from .weights import load_model
+    from ..weights import load_model
 
     _set_threads(threads)
     dev = torch.device(device)
@@ -276,7 +276,7 @@ def environment(threads: int | None, device: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vpr_ros.benchmark", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="vpr_ros.apps.benchmark", description=__doc__.split("\n")[0])
     default_models = [n for n in MODELS if n not in ("pairvpr_vitl", "pairvpr_vitg")]  # 0.4 / 1.3 G params
     parser.add_argument(
         "--models", default=",".join(default_models), help="comma-separated (default: all but Pair-VPR L/G)"

@@ -1,8 +1,8 @@
-"""make-bag: write a rosbag2 from an image folder, so any image sequence can be replayed.
+"""make_bag: write a rosbag2 from an image folder, so any image sequence can be replayed.
 
-    make-bag --images DIR --output BAG                        # raw rgb8 images, mcap storage
-    make-bag --images DIR --output BAG --compressed --storage sqlite3
-    make-bag --images DIR --output BAG --poses poses.tum --pose-type odometry \\
+    make_bag --images DIR --output BAG                        # raw rgb8 images, mcap storage
+    make_bag --images DIR --output BAG --compressed --storage sqlite3
+    make_bag --images DIR --output BAG --poses poses.tum --pose-type odometry \\
              --camera-info camera_info.yaml
 
 Images go out in natural filename order (img2 before img10), ``--frame-period`` seconds
@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .evaluation.ground_truth import GroundTruthError, PoseTrack, matrix_to_quaternion, read_pose_file
-from .evaluation.sources import SourceError, list_images, read_camera_info_yaml
+from ..evaluation.ground_truth import GroundTruthError, PoseTrack, matrix_to_quaternion, read_pose_file
+from ..evaluation.sources import SourceError, list_images, read_camera_info_yaml
 
 POSE_TYPES = {
     "odometry": "nav_msgs/msg/Odometry",
@@ -230,7 +230,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def _parse(argv):
     p = argparse.ArgumentParser(
-        prog="make-bag", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="make_bag", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--images", required=True, help="folder of images (natural filename order)")
     p.add_argument("--output", required=True, help="bag to create (a rosbag2 directory; must not exist)")
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
             max_frames=args.max_frames,
         )
     except (SourceError, GroundTruthError, ValueError) as err:
-        print(f"make-bag: error: {err}", file=sys.stderr)
+        print(f"make_bag: error: {err}", file=sys.stderr)
         return 2
     extras = []
     if summary.poses:
@@ -292,7 +292,7 @@ def main(argv=None) -> int:
     if summary.camera_infos:
         extras.append(f"camera info on {args.camera_info_topic}")
     print(
-        f"make-bag: wrote {summary.path} ({summary.storage}): {summary.images} images on {args.image_topic}"
+        f"make_bag: wrote {summary.path} ({summary.storage}): {summary.images} images on {args.image_topic}"
         + (f", {', '.join(extras)}" if extras else "")
     )
     return 0

@@ -14,9 +14,9 @@ import os
 import sys
 import time
 
-from .config import default_params_file, load_config, read_params_file
+from ..config import default_params_file, load_config, read_params_file
+from ..evaluation.metrics import score_loop_closures
 from .demo_sequence import make_demo_sequence
-from .evaluation.metrics import score_loop_closures
 
 
 def _parse(argv):
@@ -54,75 +54,32 @@ def _closure_line(q_frame, m_frame, similarity, score, correct) -> str:
 
 
 def run_offline(seq, params: dict) -> list[tuple[int, int]]:
-    from .pipeline import LoopClosurePipeline
-    from .types import Frame
+    """The in-process pipeline (evaluation's offline loop) over the sequence."""
+    from ..evaluation.run import run_offline as run_pipeline
+    from ..evaluation.sources import SourceFrame
 
-    pipeline = LoopClosurePipeline(load_config(**params))
-    frame_of_keyframe, closures = {}, []
-    for i, image in enumerate(seq.images):
-        step = pipeline.process(Frame(float(seq.stamps[i]), image, "camera", seq.camera_matrix))
-        if step.retrieval is None:
-            continue
-        frame_of_keyframe[step.retrieval.keyframe.id] = i
-        for d in [step.decision, *step.decision.confirmed]:
-            if d.accepted:
-                q, m = frame_of_keyframe[d.query_id], frame_of_keyframe[d.best.candidate.id]
-                closures.append((q, m))
-                print(
-                    _closure_line(q, m, d.best.candidate.similarity, d.best.score, seq.same_place[q, m]),
-                    flush=True,
-                )
+    frames = (
+        SourceFrame(i, float(seq.stamps[i]), image, seq.camera_matrix) for i, image in enumerate(seq.images)
+    )
+    run = run_pipeline(frames, load_config(**params))
+    frame_of_keyframe = run.frame_of_keyframe()
+    closures = []
+    for c in run.closures:
+        q, m = frame_of_keyframe[c.query_id], frame_of_keyframe[c.match_id]
+        closures.append((q, m))
+        print(_closure_line(q, m, c.similarity, c.score, seq.same_place[q, m]), flush=True)
     return closures
 
 
 def run_ros(seq, params: dict, domain_id: int) -> list[tuple[int, int]]:
-    import threading
+    """The three nodes and a player in one process, over DDS (vpr_ros.ros.demo_graph)."""
+    from ..ros.demo_graph import play_through_graph
 
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
-    from rclpy.parameter import Parameter
-
-    from .ros.descriptor_node import DescriptorNode
-    from .ros.loop_closure_node import LoopClosureNode
-    from .ros.player import SequencePlayer
-    from .ros.reranker_node import RerankerNode
-
-    topic, info_topic = "/demo/image_raw", "/demo/camera_info"
-    node_params = dict(params, image_topic=topic, camera_info_topic=info_topic)
-    rclpy.init(domain_id=domain_id)
-    executor = MultiThreadedExecutor(num_threads=4)
-    nodes, spinner = [], None
-    try:
-        for cls in (DescriptorNode, RerankerNode, LoopClosureNode):
-            overrides = [Parameter(k, value=v) for k, v in node_params.items()]
-            nodes.append(cls(parameter_overrides=overrides))
-        player = SequencePlayer(topic, info_topic)
-        nodes.append(player)
-        for node in nodes:
-            executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        player.wait_for_graph()
-        missing = player.play(seq.images, seq.stamps, seq.camera_matrix)
-        if missing:
-            print(f"warning: the graph stopped answering; {missing} frames not played", file=sys.stderr)
-        if not player.wait_for_decisions(timeout=120):
-            print("warning: not every keyframe got a decision in time", file=sys.stderr)
-        period = seq.stamps[1] - seq.stamps[0]
-        frame_of_keyframe = {kf: int(round(stamp / period)) for kf, stamp in player.keyframes.items()}
-        closures = []
-        for msg in sorted(player.closures, key=lambda m: m.query_id):
-            q, m = frame_of_keyframe[msg.query_id], frame_of_keyframe[msg.match_id]
-            closures.append((q, m))
-            print(_closure_line(q, m, msg.similarity, msg.reranker_score, seq.same_place[q, m]), flush=True)
-        return closures
-    finally:
-        executor.shutdown()
-        if spinner is not None:
-            spinner.join(timeout=5)
-        for node in nodes:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    closures = []
+    for q, m, similarity, score in play_through_graph(seq, params, domain_id):
+        closures.append((q, m))
+        print(_closure_line(q, m, similarity, score, seq.same_place[q, m]), flush=True)
+    return closures
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,7 @@
 """Measure the re-rankers on an image sequence with a same-place matrix (default: the RTAB-Map
 corridor samples): accuracy against ``none`` in the same run, and re-rank time per query.
 
-    python -m vpr_ros.rerank.compare [--data ../shared/data/rtabmap_samples] [--json out.json]
+    python -m vpr_ros.apps.compare_rerankers [--data ../shared/data/rtabmap_samples] [--json out.json]
 
 Retrieval is the pipeline's own DescriptorStage with the MobileNetV2 baseline (the one real
 pretrained network available offline), every frame a keyframe, the newest
@@ -42,8 +42,8 @@ import numpy as np
 from ..config import PipelineConfig
 from ..evaluation.metrics import average_precision, pr_curve, queries_with_loop, recall_at_100_precision
 from ..pipeline import DescriptorStage, VerificationStage
+from ..rerank.features import keyframe_local_features, needed_local_features
 from ..types import Candidate, Frame, Keyframe
-from .features import keyframe_local_features, needed_local_features
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rtabmap_samples"
 

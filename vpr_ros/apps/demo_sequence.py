@@ -6,8 +6,8 @@ a revisit shows the same surfaces from a slightly different viewpoint, as on a r
 ``distractors`` adds look-alike places (same palette and layout style, different details) to
 test perceptual aliasing. Positions are known, so the same-place ground truth is exact.
 
-``python -m vpr_ros.demo_sequence --export DIR`` writes a sequence (images, ground-truth
-matrix, TUM poses, camera info) for ``evaluate`` and ``make-bag``; see ``export_sequence``.
+``python -m vpr_ros.apps.demo_sequence --export DIR`` writes a sequence (images, ground-truth
+matrix, TUM poses, camera info) for ``evaluate`` and ``make_bag``; see ``export_sequence``.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def make_demo_sequence(
 
 
 def export_sequence(seq: DemoSequence, folder: str | Path, image_format: str = "jpg", params=None) -> dict:
-    """Write the sequence so ``evaluate`` and ``make-bag`` can use it; returns the file paths.
+    """Write the sequence so ``evaluate`` and ``make_bag`` can use it; returns the file paths.
 
     folder/images/000000.jpg ...   frames in order (natural filename order)
     folder/same_place.npy          [N, N] bool ground truth (frame indices)
@@ -156,8 +156,8 @@ def export_sequence(seq: DemoSequence, folder: str | Path, image_format: str = "
     folder/camera_info.yaml        intrinsics (ROS camera calibration YAML)
     folder/sequence.yaml           generator parameters and the frame period
     """
-    from .evaluation.ground_truth import write_tum
-    from .evaluation.sources import write_camera_info_yaml
+    from ..evaluation.ground_truth import write_tum
+    from ..evaluation.sources import write_camera_info_yaml
 
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image format must be jpg or png, got '{image_format}'")
@@ -190,8 +190,8 @@ def export_sequence(seq: DemoSequence, folder: str | Path, image_format: str = "
 
 def _parse(argv):
     p = argparse.ArgumentParser(
-        prog="python -m vpr_ros.demo_sequence",
-        description="Generate the synthetic corridor sequence and export it for `evaluate` / `make-bag`.",
+        prog="python -m vpr_ros.apps.demo_sequence",
+        description="Generate the synthetic corridor sequence and export it for `evaluate` / `make_bag`.",
     )
     p.add_argument("--export", required=True, metavar="DIR", help="output folder (created)")
     p.add_argument("--places", type=int, default=24, help="facades around the loop (length; default 24)")
@@ -231,7 +231,7 @@ def main(argv=None) -> int:
     folder = Path(args.export)
     print(
         f"exported {len(seq)} frames to {folder}\n"
-        f"evaluate with:\n  python -m vpr_ros.evaluate --images {paths['images']} "
+        f"evaluate with:\n  python -m vpr_ros.apps.evaluate --images {paths['images']} "
         f"--frame-period {args.frame_period:g} --camera-info {paths['camera_info']} "
         f"--gt-matrix {paths['same_place']} --model mobilenetv2 --output {folder / 'eval'}\n"
         f"  (or --gt-poses {paths['poses']} --gt-radius {args.radius:g} for pose ground truth)"

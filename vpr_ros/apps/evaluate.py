@@ -29,9 +29,7 @@ on stdout. How each number is computed: docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import math
 import resource
 import sys
 import time
@@ -39,13 +37,14 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__
-from .config import PipelineConfig, default_params_file, load_config, read_params_file
-from .evaluation.ground_truth import GroundTruth, GroundTruthError, read_pose_file, read_same_place_matrix
-from .evaluation.run import RunRecord, run_offline
-from .evaluation.scoring import Scores, loop_window, score_run
-from .evaluation.sources import BagSource, ImageFolderSource, SourceError, read_camera_info_yaml
-from .weights import WeightsError
+from .. import __version__
+from ..config import PipelineConfig, default_params_file, load_config, read_params_file
+from ..evaluation.ground_truth import GroundTruth, GroundTruthError, read_pose_file, read_same_place_matrix
+from ..evaluation.report import json_safe, print_table, write_plots, write_queries_csv
+from ..evaluation.run import RunRecord, run_offline
+from ..evaluation.scoring import loop_window, score_run
+from ..evaluation.sources import BagSource, ImageFolderSource, SourceError, read_camera_info_yaml
+from ..weights import WeightsError
 
 DEFAULT_GT_RADIUS_M = 5.0
 DEFAULT_GT_MAX_DT_S = 0.1
@@ -238,101 +237,6 @@ def _progress(total: int, enabled: bool, desc: str):
     return bar
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # "inf", "-inf", "nan": strict JSON has no such numbers
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _json_safe(value.item())
-    return value
-
-
-def _fmt(value, digits=3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def print_table(report: dict, out=sys.stdout) -> None:
-    r = report
-    rows = [
-        ("frames / keyframes", f"{r['num_frames']} / {r['num_keyframes']}"),
-        ("queries with a loop", str(r["num_queries_with_loop"])),
-        ("loop closures (true / false)", f"{r['true_positives']} / {r['false_positives']}"),
-        ("precision / recall", f"{_fmt(r['precision'])} / {_fmt(r['recall'])}"),
-        ("recall at 100% precision", _fmt(r["recall_at_100_precision"])),
-        ("average precision", _fmt(r["average_precision"])),
-        ("R@1 / R@5 / R@10", " / ".join(_fmt(r[f"recall_at_{k}"]) for k in (1, 5, 10))),
-        (
-            "keyframe latency mean / p95",
-            f"{_fmt(r['mean_keyframe_latency_ms'], 1)} / {_fmt(r['p95_keyframe_latency_ms'], 1)} ms",
-        ),
-    ]
-    if "replay" in r:
-        rp = r["replay"]
-        rows.append(("frames lost in replay", f"{rp['keyframes_missing']} of {rp['reference_keyframes']}"))
-    width = max(len(name) for name, _ in rows)
-    print(f"{'metric':<{width}}  value", file=out)
-    print(f"{'-' * width}  {'-' * 16}", file=out)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}", file=out)
-
-
-def _write_queries_csv(path: Path, rows: list[dict]) -> None:
-    fields = [
-        "keyframe",
-        "frame",
-        "stamp",
-        "has_loop",
-        "best_match_frame",
-        "best_score",
-        "best_similarity",
-        "best_correct",
-        "decision",
-        "latency_ms",
-    ]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
-
-
-def _plots(out: Path, scores: Scores, run: RunRecord, gt: GroundTruth, title: str) -> list[Path]:
-    from .evaluation import plots
-
-    r = scores.report
-    files = [
-        plots.plot_pr_curve(
-            scores.curve,
-            scores.operating_point,
-            out / "pr_curve.png",
-            title,
-            r["average_precision"],
-            r["recall_at_100_precision"],
-        )
-    ]
-    if scores.similarity is not None and len(scores.similarity):
-        frames = scores.keyframe_frames
-        index = {int(f): i for i, f in enumerate(frames)}
-        kf_closures = [(index[q], index[m], ok) for q, m, ok in scores.closures if q in index and m in index]
-        same = gt.same_place[frames][:, frames]
-        files.append(
-            plots.plot_similarity(scores.similarity, same, kf_closures, out / "similarity_matrix.png", title)
-        )
-    positions = {f: p[:3, 3] for f, p in run.frame_poses.items() if p is not None}
-    if len(positions) >= 2:
-        files.append(
-            plots.plot_trajectory(positions, run.frame_stamps, scores.closures, out / "trajectory.png", title)
-        )
-    return files
-
-
 def _set_threads(n: int) -> None:
     if n <= 0:
         return
@@ -365,7 +269,7 @@ def evaluate(args) -> dict:
     try:
         if args.replay:
             try:
-                from .evaluation.replay import ReplayError, run_replay
+                from ..ros.replay import ReplayError, run_replay
             except ImportError as err:
                 raise EvaluationError(
                     f"--replay needs ROS 2 and the built package ({err}): colcon build, source "
@@ -433,13 +337,13 @@ def evaluate(args) -> dict:
                 0, scores.report["num_reference_keyframes"] - scores.report["num_keyframes"]
             ),
         )
-    report = _json_safe(report)
+    report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _write_queries_csv(out / "queries.csv", scores.queries)
+    write_queries_csv(out / "queries.csv", scores.queries)
     files = [out / "report.json", out / "queries.csv"]
     if not args.no_plots:
         title = f"{source.name}: {config.model} + {config.reranker} ({mode})"
-        files += _plots(out, scores, run, gt, title)
+        files += write_plots(out, scores, run, gt, title)
     report["_files"] = [str(f) for f in files]
     return report
 
