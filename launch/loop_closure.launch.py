@@ -21,36 +21,48 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
+from vpr_ros.node_parameters import NODE_PARAMETERS
+from vpr_ros.rerank.registry import reranker_names  # names only: imports no re-ranker code
 
+
+def _launch_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _from_table(name: str, description: str | None = None):
+    """A launch argument for a node-only parameter: default and meaning from its table row."""
+    row = NODE_PARAMETERS[name]
+    return (name, _launch_value(row.default), description or row.description)
+
+
+# Launch-only arguments first, then node parameters (defaults from vpr_ros/node_parameters.py).
 ARGUMENTS = [
     ("model", "image", "descriptor model: image, pairvpr, transvpr, salad, regvpr, mobilenetv2"),
     ("weights", "", "checkpoint path (empty: cache dir, then the official URL)"),
     (
-        "image_topic",
-        "/camera/image_raw",
-        "camera topic (sensor_msgs/Image, or CompressedImage with compressed:=true)",
-    ),
-    ("compressed", "false", "subscribe to sensor_msgs/CompressedImage"),
-    ("camera_info_topic", "", "sensor_msgs/CameraInfo topic (enables relative poses)"),
-    ("depth_topic", "", "aligned depth image topic (metric relative poses)"),
-    ("odom_topic", "", "nav_msgs/Odometry topic (motion keyframe gate, poses)"),
-    ("image_reliability", "reliable", "image QoS reliability: reliable or best_effort"),
-    (
         "reranker",
         "",
-        "geometric, pairvpr (model:=pairvpr), keypatch (patch-token models), none; '' = params file",
+        f"{', '.join(reranker_names())} (docs/reranking.md: which models each needs); '' = params file",
     ),
     ("device", "", "auto, cpu or cuda ('' = params file, default auto)"),
     ("params_file", "", "YAML parameters file (default config/<model>.yaml)"),
     ("namespace", "", "namespace for all nodes"),
-    ("map_path", "", "map directory: loaded at start, saved on exit and periodically ('' = memory only)"),
     ("localization_only", "false", "query the saved map without adding keyframes"),
-    ("publish_debug_image", "false", "re-ranker publishes vpr/debug_image (query, match, inliers)"),
-    (
-        "autostart",
-        "true",
-        "descriptor and re-ranker activate themselves (false: leave it to a lifecycle manager)",
+    ("respawn", "true", "restart a node process that exits unexpectedly (after 2 s)"),
+    *(
+        _from_table(name)
+        for name in (
+            "image_topic",
+            "compressed",
+            "camera_info_topic",
+            "depth_topic",
+            "odom_topic",
+            "image_reliability",
+            "map_path",
+            "publish_debug_image",
+        )
     ),
+    _from_table("autostart", "descriptor and re-ranker activate themselves (false: lifecycle manager)"),
 ]
 
 
@@ -80,6 +92,8 @@ def _nodes(context):
         "localization_only": arg["localization_only"].lower() == "true",
     }
     debug = {"publish_debug_image": arg["publish_debug_image"].lower() == "true"}
+    # A node that dies (it should not: every callback is guarded) comes back; the map survives.
+    restart = {"respawn": arg["respawn"].lower() == "true", "respawn_delay": 2.0}
 
     def model_params(keys):
         # Empty launch arguments leave the params file's value in place.
@@ -91,6 +105,7 @@ def _nodes(context):
             executable="descriptor_node",
             namespace=ns,
             output="screen",
+            **restart,
             parameters=[
                 params_file,
                 model_params(("model", "weights", "device", "reranker")),
@@ -104,6 +119,7 @@ def _nodes(context):
             executable="reranker_node",
             namespace=ns,
             output="screen",
+            **restart,
             # model/weights/device: the Pair-VPR pair classifier loads the descriptor checkpoint.
             parameters=[
                 params_file,
@@ -117,6 +133,7 @@ def _nodes(context):
             executable="loop_closure_node",
             namespace=ns,
             output="screen",
+            **restart,
             parameters=[params_file],
         ),
     ]

@@ -13,8 +13,6 @@ from vpr_ros.evaluation.ground_truth import (
     GroundTruthError,
     LoopWindow,
     PoseTrack,
-    matrix_to_quaternion,
-    quaternion_to_matrix,
     read_kitti,
     read_pose_file,
     read_same_place_matrix,
@@ -22,6 +20,7 @@ from vpr_ros.evaluation.ground_truth import (
     same_place_from_poses,
     write_tum,
 )
+from vpr_ros.geometry import matrix_to_quaternion, quaternion_to_matrix
 
 
 def _yaw(deg: float) -> np.ndarray:

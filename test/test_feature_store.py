@@ -107,6 +107,21 @@ def test_temporary_spill_folder_is_removed_on_close():
     assert not folder.exists() and len(store) == 0
 
 
+def test_clear_forgets_everything_deletes_spill_files_and_keeps_the_store_usable(tmp_path):
+    one = sum(v.nbytes for v in _features(0).values())
+    store = FeatureStore(ram_budget_bytes=int(1.5 * one), spill_dir=str(tmp_path))
+    for i in range(3):
+        store.put(i, _features(i))
+    assert store.num_spilled == 2
+    store.clear()
+    assert len(store) == 0 and store.get(0) is None and not any(tmp_path.iterdir())
+    assert (store.ram_bytes, store.disk_bytes) == (0, 0)
+    store.put(0, _features(5))
+    store.put(1, _features(6))  # spills again into the same folder
+    np.testing.assert_array_equal(store.get(0)["dense"], _features(5)["dense"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0"]
+
+
 def test_feature_names_must_be_safe_file_names(tmp_path):
     store = FeatureStore(spill_dir=str(tmp_path))
     with pytest.raises(ValueError, match="letters, digits and underscores"):

@@ -2,7 +2,7 @@ import faiss
 import numpy as np
 import pytest
 
-from vpr_ros.keyframe_map import KeyframeMap
+from vpr_ros.map import KeyframeMap
 
 
 def _unit(rng, n, d):

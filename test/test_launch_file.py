@@ -92,3 +92,16 @@ def test_every_config_file_is_valid_for_the_pipeline(config):
 
     cfg = load_config(config)
     assert cfg.model == config.stem and cfg.model in MODELS
+
+
+def test_node_parameter_arguments_take_the_table_defaults_and_nodes_respawn(launch_file):
+    from vpr_ros.node_parameters import NODE_PARAMETERS
+
+    declared, nodes = _nodes(launch_file)
+    for name, default in declared.items():
+        if name in NODE_PARAMETERS:
+            row = NODE_PARAMETERS[name].default
+            assert default == (str(row).lower() if isinstance(row, bool) else str(row)), name
+    assert all(node.kwargs["respawn"] is True for node in nodes.values())
+    _, nodes = _nodes(launch_file, respawn="false")
+    assert not any(node.kwargs["respawn"] for node in nodes.values())

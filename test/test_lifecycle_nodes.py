@@ -14,7 +14,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy is needed for the lifecycle t
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from vpr_ros.map_store import load_map  # noqa: E402
+from vpr_ros.map import load_map  # noqa: E402
 from vpr_ros.ros.conversions import rgb_to_image_msg, sec_to_stamp  # noqa: E402
 from vpr_ros.ros.descriptor_node import DescriptorNode  # noqa: E402
 from vpr_ros.ros.managed import StartupError  # noqa: E402

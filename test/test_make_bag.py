@@ -11,8 +11,9 @@ import pytest
 
 from vpr_ros.apps.make_bag import main as make_bag_main
 from vpr_ros.apps.make_bag import make_bag
-from vpr_ros.evaluation.ground_truth import quaternion_to_matrix, read_tum, write_tum
+from vpr_ros.evaluation.ground_truth import read_tum, write_tum
 from vpr_ros.evaluation.sources import BagSource, ImageFolderSource, SourceError, natural_sort_key
+from vpr_ros.geometry import quaternion_to_matrix
 
 N_IMAGES = 10
 K = np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from vpr_ros.keyframe_map import KeyframeMap
-from vpr_ros.map_store import (
+from vpr_ros.map import (
     PAYLOAD_DIR,
+    KeyframeMap,
     MapError,
     MapMismatchError,
     MapStore,
@@ -201,7 +201,7 @@ def test_save_to_another_directory_is_a_complete_copy(tmp_path):
 SAVER = textwrap.dedent(
     """
     import sys, numpy as np
-    from vpr_ros.map_store import MapStore, open_map
+    from vpr_ros.map import open_map
     from vpr_ros.types import Keyframe
 
     path, log, bulk = sys.argv[1], open(sys.argv[2], "a", buffering=1), int(sys.argv[3])

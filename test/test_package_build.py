@@ -146,6 +146,7 @@ def test_keyframe_candidates_and_array_messages_have_their_fields(msgs):
             "query": "vpr_ros/Keyframe",
             "candidate_ids": "sequence<uint64>",
             "candidate_stamps": "sequence<builtin_interfaces/Time>",
+            "candidate_frame_ids": "sequence<string>",
             "similarities": "sequence<float>",
         }.items()
     )

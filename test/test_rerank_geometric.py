@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from vpr_ros.config import PipelineConfig
 from vpr_ros.feature_store import FeatureStore
 from vpr_ros.rerank import build_reranker
 from vpr_ros.rerank.geometric import GeometricVerifier, pose_covariance
@@ -161,7 +162,7 @@ def test_known_homography_planar_pair_matches_and_passes():
 
 
 def test_fp16_store_keeps_keypoints_exact(scene):
-    verifier = build_reranker("geometric", feature_store=FeatureStore(float16=True))
+    verifier = build_reranker(PipelineConfig(reranker="geometric"), FeatureStore(float16=True))
     query, match = _keyframes(scene)
     result = _verify(verifier, query, match)
     assert result.passed and result.relative_pose.metric

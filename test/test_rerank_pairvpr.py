@@ -21,7 +21,7 @@ from vpr_ros.models.registry import get_model_spec
 from vpr_ros.models.vit import DinoVisionTransformer
 from vpr_ros.pipeline import DescriptorStage, VerificationStage
 from vpr_ros.rerank import build_reranker
-from vpr_ros.rerank.pairvpr import PairVPRReranker
+from vpr_ros.rerank.pairvpr import PairVPRParams, PairVPRReranker, pair_classifier_checkpoint
 from vpr_ros.types import Candidate, Frame, Keyframe
 
 TOKENS = GRID * GRID
@@ -181,7 +181,10 @@ def test_weights_are_resolved_like_the_descriptor_model(tmp_path):
     from vpr_ros.weights import WeightsNotFoundError
 
     with pytest.raises(WeightsNotFoundError, match="pairvpr-vitB.pth"):
-        build_reranker("pairvpr", weights=str(tmp_path / "pairvpr-vitB.pth"), device="cpu")
+        cfg = PipelineConfig.from_dict(
+            {"reranker": "pairvpr", "pairvpr_weights": str(tmp_path / "pairvpr-vitB.pth"), "device": "cpu"}
+        )
+        build_reranker(cfg)
 
 
 # -- wiring: config -> stages ---------------------------------------------------------------------
@@ -222,7 +225,9 @@ def test_descriptor_stage_extracts_dense_only_for_the_pair_reranker():
 
 
 def test_verification_stage_passes_config_params_and_a_shared_model(tiny_model):
-    cfg = PipelineConfig(reranker="pairvpr", pairvpr_batch_size=2, pairvpr_min_score=-3.5, feature_fp16=True)
+    cfg = PipelineConfig.from_dict(
+        {"reranker": "pairvpr", "pairvpr_batch_size": 2, "pairvpr_min_score": -3.5, "feature_fp16": True}
+    )
     stage = VerificationStage(cfg, model=tiny_model)
     rr = stage.reranker
     assert isinstance(rr, PairVPRReranker) and rr.model is tiny_model
@@ -230,15 +235,19 @@ def test_verification_stage_passes_config_params_and_a_shared_model(tiny_model):
     stage.process(_kf(10, _dense(10)), [])
     (v,) = stage.process(_kf(11, _dense(11)), [Candidate(10, 10.0, 0.5)])
     assert math.isfinite(v.score)
-    params = PipelineConfig(
-        model="pairvpr", weights="/x/pairvpr-vitB.pth", reranker="pairvpr"
-    ).reranker_params()
-    assert params["weights"] == "/x/pairvpr-vitB.pth" and params["model_name"] == "pairvpr"
-    # The pair classifier is the descriptor model's own decoder, ViT-L here.
-    assert PipelineConfig(model="pairvpr_vitl", reranker="pairvpr").reranker_params()["model_name"] == (
-        "pairvpr_vitl"
+    params = PairVPRParams()
+    checkpoint = pair_classifier_checkpoint(
+        params, PipelineConfig(model="pairvpr", weights="/x/pairvpr-vitB.pth")
     )
+    assert checkpoint == ("pairvpr", "/x/pairvpr-vitB.pth")
+    # The pair classifier is the descriptor model's own decoder, ViT-L here.
+    assert pair_classifier_checkpoint(params, PipelineConfig(model="pairvpr_vitl")) == ("pairvpr_vitl", None)
+    assert pair_classifier_checkpoint(params, PipelineConfig(model="image", weights="/x/a.pth")) == (
+        "pairvpr",
+        None,
+    )
+    other = PairVPRParams(weights="/y/b.pth")
     assert (
-        PipelineConfig(model="image", weights="/x/a.pth", reranker="pairvpr").reranker_params()["weights"]
-        is None
+        pair_classifier_checkpoint(other, PipelineConfig(model="pairvpr", weights="/x/a.pth"))[1]
+        == "/y/b.pth"
     )

@@ -27,8 +27,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from ros_processes import REPO_ROOT, NodeProcess, private_domain_id, wait_until  # noqa: E402
-from vpr_ros.keyframe_map import KeyframeMap  # noqa: E402
-from vpr_ros.map_store import PAYLOAD_DIR, MapStore, load_map, read_info  # noqa: E402
+from vpr_ros.map import PAYLOAD_DIR, KeyframeMap, MapStore, load_map, read_info  # noqa: E402
 from vpr_ros.msg import Keyframe, LoopClosure, LoopClosureArray, MapInfo  # noqa: E402
 from vpr_ros.ros.conversions import rgb_to_image_msg, sec_to_stamp, stamp_to_sec  # noqa: E402
 from vpr_ros.ros.qos import LATCHED  # noqa: E402
@@ -188,9 +187,13 @@ class Probe:
         finally:
             self.node.destroy_client(client)
 
-    def wait_subscribed(self, procs, timeout: float = 90.0) -> None:
+    def wait_subscribed(self, procs, timeout: float = 90.0, odometry: bool = False) -> None:
         ok = wait_until(lambda: self.image_pub.get_subscription_count() > 0, timeout)
         assert ok, "descriptor node never subscribed:\n" + logs(procs)
+        if odometry:  # the first frame's pose is lost if its odometry goes out before matching
+            ok = wait_until(lambda: self.odom_pub.get_subscription_count() > 0, timeout)
+            assert ok, "descriptor node never subscribed to odometry:\n" + logs(procs)
+            time.sleep(1.0)  # the reader side matches a little after the writer side
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -297,7 +300,7 @@ def test_localisation_against_a_saved_map(corridor, domain, tmp_path):
     procs = [start("descriptor_node", domain, f"map_path:={map_dir}", f"odom_topic:={ODOM}")]
     probe = Probe(domain)
     try:
-        probe.wait_subscribed(procs)
+        probe.wait_subscribed(procs, odometry=True)
         probe.play(images[:40], [float(i) for i in range(40)], [(float(i), 0.0) for i in range(40)])
         assert [c for c, _ in stop_all(procs)] == [0], logs(procs)
         info = read_info(map_dir)

@@ -2,44 +2,39 @@
 
 The ROS nodes declare their parameters from this table (same names, defaults and
 descriptions) and the offline tools read the same YAML files, so a params file tuned on a
-bag replay works unchanged on the robot.
+bag replay works unchanged on the robot. A re-ranker's own parameters
+(``<prefix>_<field>``) are declared by its parameter dataclass next to its class and
+gathered here from the re-ranker registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# Parameters that only the ROS nodes use (topics, QoS); offline tools accept and ignore them
-# so that one params file serves both.
-ROS_NODE_PARAMETERS = frozenset(
-    {
-        "image_topic",
-        "compressed",
-        "camera_info_topic",
-        "depth_topic",
-        "odom_topic",
-        "image_reliability",
-        "camera_name",
-        "use_sim_time",
-        "publish_rejected",
-        "log_rejected",
-        "map_path",
-        "map_save_period",
-        "autostart",
-        "diagnostics_period",
-        "publish_debug_image",
-        "marker_frame_id",
-    }
-)
+from .node_parameters import node_only_parameter_names
+from .rerank import registry as rerankers  # cheap: re-ranker modules load on first use
+
+# Parameters that only the ROS nodes use (topics, QoS, persistence...; node_parameters.py);
+# offline tools accept and ignore them so that one params file serves both.
+ROS_NODE_PARAMETERS = node_only_parameter_names()
 
 
-def _p(default: Any, description: str) -> Any:
-    return field(default=default, metadata={"description": description})
+def _p(default: Any, description: str, range: tuple[float | None, float | None] | None = None) -> Any:
+    """A pipeline parameter: default, meaning and optional inclusive ``range`` (None = open end)."""
+    metadata: dict[str, Any] = {"description": description}
+    if range is not None:
+        metadata["range"] = range
+    return field(default=default, metadata=metadata)
+
+
+def _default_reranker_params() -> dict[str, Any]:
+    return {name: rerankers.get_reranker_spec(name).params() for name in rerankers.reranker_names()}
 
 
 @dataclass
@@ -52,17 +47,19 @@ class PipelineConfig:
     device: str = _p("auto", "auto, cpu or cuda (cuda:N)")
     precision: str = _p("fp32", "fp32, fp16 or bf16 (reduced precision only on CUDA)")
     # keyframe gate
-    keyframe_min_period: float = _p(0.5, "minimum seconds (message time) between keyframes")
+    keyframe_min_period: float = _p(0.5, "minimum seconds (message time) between keyframes", (0.0, None))
     keyframe_min_translation: float = _p(
-        0.0, "with odometry: minimum metres moved between keyframes (0 = off)"
+        0.0, "with odometry: minimum metres moved between keyframes (0 = off)", (0.0, None)
     )
     keyframe_min_rotation_deg: float = _p(
-        0.0, "with odometry: minimum degrees turned between keyframes (0 = off)"
+        0.0, "with odometry: minimum degrees turned between keyframes (0 = off)", (0.0, 180.0)
     )
     # retrieval
-    top_k: int = _p(5, "candidates retrieved from the map per keyframe")
-    exclude_recent_keyframes: int = _p(20, "newest keyframes never offered as loop candidates")
-    exclude_recent_seconds: float = _p(30.0, "keyframes newer than this many seconds are never candidates")
+    top_k: int = _p(5, "candidates retrieved from the map per keyframe", (1, 1000))
+    exclude_recent_keyframes: int = _p(20, "newest keyframes never offered as loop candidates", (0, None))
+    exclude_recent_seconds: float = _p(
+        30.0, "keyframes newer than this many seconds are never candidates", (0.0, None)
+    )
     index_factory: str = _p(
         "Flat", "FAISS index_factory string over inner product (Flat, HNSW32, IVF1024,PQ64)"
     )
@@ -71,95 +68,129 @@ class PipelineConfig:
         False, "query the map without adding keyframes (relocalise against a map saved earlier)"
     )
     # verification
-    reranker: str = _p(
-        "geometric",
-        "geometric, pairvpr (needs model pairvpr), keypatch (needs a model with patch tokens) or none",
+    reranker: str = _p("geometric", "re-ranker registry name")  # descriptions() lists them
+    verification_image_width: int = _p(
+        640, "keyframe images are downscaled to this width for verification", (32, 8192)
     )
-    verification_image_width: int = _p(640, "keyframe images are downscaled to this width for verification")
-    geometric_feature: str = _p("sift", "sift or orb")
-    geometric_max_features: int = _p(1000, "local features per keyframe")
-    geometric_ratio: float = _p(0.8, "Lowe ratio test threshold")
-    geometric_min_matches: int = _p(12, "minimum mutual matches before RANSAC")
-    geometric_min_inliers: int = _p(20, "minimum RANSAC inliers for a pass")
-    geometric_ransac_threshold_px: float = _p(2.0, "RANSAC threshold in pixels of the verification image")
-    feature_ram_budget_mb: float = _p(512.0, "RAM for re-ranking features; older keyframes spill to disk")
+    feature_ram_budget_mb: float = _p(
+        512.0, "RAM for re-ranking features; older keyframes spill to disk", (0.0, None)
+    )
     feature_fp16: bool = _p(False, "store float local features as float16")
     feature_spill_dir: str = _p("", "folder for features past the RAM budget (empty: a temporary folder)")
-    pairvpr_weights: str = _p(
-        "", "Pair-VPR checkpoint for the pair classifier (empty: weights when model is pairvpr, else cache)"
+    # Every registered re-ranker's parameters (its spec's frozen params dataclass), by re-ranker
+    # name. Not a parameter itself: its fields are, as <prefix>_<field> (from_dict, to_dict).
+    all_reranker_params: dict[str, Any] = field(
+        default_factory=_default_reranker_params, metadata={"parameter": False}
     )
-    pairvpr_batch_size: int = _p(16, "candidate pairs per pair-classifier batch (bounds memory)")
-    pairvpr_min_score: float = _p(0.0, "minimum pair score s(q,db)+s(db,q) (raw logits) for a pass")
-    keypatch_threshold: float = _p(0.02, "key patches: fused attention above this (all patches without one)")
-    keypatch_ransac_factor: float = _p(1.5, "homography RANSAC threshold in patch sizes (1.5 x 16 px)")
-    keypatch_min_inliers: int = _p(20, "minimum homography inliers for a key-patch pass")
     # decision
     min_similarity: float = _p(0.0, "minimum global similarity of a loop closure")
     min_reranker_score: float = _p(-math.inf, "minimum re-ranker score (inliers for geometric)")
-    consistency: int = _p(2, "consecutive agreeing keyframes needed (1 = accept at once)")
+    consistency: int = _p(2, "consecutive agreeing keyframes needed (1 = accept at once)", (1, 100))
     consistency_id_tolerance: int = _p(
-        3, "match ids of agreeing keyframes may differ by this plus the query gap"
+        3, "match ids of agreeing keyframes may differ by this plus the query gap", (0, None)
     )
-    consistency_max_query_gap: int = _p(3, "how many keyframes back agreement is looked for")
+    consistency_max_query_gap: int = _p(3, "how many keyframes back agreement is looked for", (1, 1000))
     accept_score: float = _p(math.inf, "re-ranker score that skips the consistency wait (inf = never)")
     # transport
-    queue_size: int = _p(5, "frames buffered per node before the oldest is dropped")
+    queue_size: int = _p(5, "frames buffered per node before the oldest is dropped", (1, 1000))
+
+    @classmethod
+    def generic_parameter_names(cls) -> list[str]:
+        """The parameters that are fields here (not a re-ranker's own)."""
+        return [f.name for f in fields(cls) if f.metadata.get("parameter", True)]
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """Every parameter: the generic ones and every registered re-ranker's."""
+        return list(cls.descriptions())
 
     @classmethod
     def descriptions(cls) -> dict[str, str]:
-        return {f.name: f.metadata["description"] for f in fields(cls)}
+        out = {}
+        for f in fields(cls):
+            if f.metadata.get("parameter", True):
+                out[f.name] = f.metadata["description"]
+            else:
+                out.update({name: fd.metadata["description"] for name, (_, fd) in _reranker_table()})
+        specs = [rerankers.get_reranker_spec(n) for n in rerankers.reranker_names()]
+        out["reranker"] = "; ".join(f"{s.name}: {s.description}" for s in specs)
+        return out
+
+    @classmethod
+    def parameter_metadata(cls) -> dict[str, dict]:
+        """Every parameter's field metadata (description, optional range / choices)."""
+        out = {}
+        for f in fields(cls):
+            if f.metadata.get("parameter", True):
+                out[f.name] = dict(f.metadata)
+            else:
+                out.update({name: dict(fd.metadata) for name, (_, fd) in _reranker_table()})
+        return out
 
     @classmethod
     def from_dict(cls, values: dict) -> PipelineConfig:
-        known = {f.name: f for f in fields(cls)}
+        generic = set(cls.generic_parameter_names())
+        table = dict(_reranker_table())
         values = {k: v for k, v in values.items() if k not in ROS_NODE_PARAMETERS}
-        unknown = sorted(set(values) - set(known))
+        unknown = sorted(set(values) - generic - set(table))
         if unknown:
             raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
         cfg = cls()
+        metadata = {f.name: f.metadata for f in fields(cls)}
+        changes: dict[str, dict[str, Any]] = {}
         for name, value in values.items():
-            default = getattr(cfg, name)
-            try:
-                value = type(default)(value) if not isinstance(default, bool) else _to_bool(value)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"parameter '{name}': cannot use {value!r} as {type(default).__name__}"
-                ) from None
-            setattr(cfg, name, value)
+            if name in generic:
+                setattr(cfg, name, _convert(name, value, getattr(cfg, name), metadata[name]))
+            else:
+                spec, f = table[name]
+                changes.setdefault(spec.name, {})[f.name] = _convert(name, value, f.default, f.metadata)
+        for reranker, values_of_one in changes.items():
+            cfg.all_reranker_params[reranker] = dataclasses.replace(
+                cfg.reranker_params(reranker), **values_of_one
+            )
         return cfg
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every parameter by name (re-rankers' as <prefix>_<field>): from_dict's input."""
+        out = {}
+        for f in fields(self):
+            if f.metadata.get("parameter", True):
+                out[f.name] = getattr(self, f.name)
+            else:
+                for name, (spec, fd) in _reranker_table():
+                    out[name] = getattr(self.reranker_params(spec.name), fd.name)
+        return out
 
-    def reranker_params(self) -> dict:
-        """Constructor arguments of the selected re-ranker."""
-        if self.reranker == "geometric":
-            return {
-                "feature": self.geometric_feature,
-                "max_features": self.geometric_max_features,
-                "ratio": self.geometric_ratio,
-                "min_matches": self.geometric_min_matches,
-                "min_inliers": self.geometric_min_inliers,
-                "ransac_threshold_px": self.geometric_ransac_threshold_px,
-            }
-        if self.reranker == "pairvpr":
-            # The pair classifier is the descriptor model's own decoder (ViT-B, L or G).
-            same = self.model.startswith("pairvpr")
-            weights = self.pairvpr_weights or (self.weights if same else "")
-            return {
-                "model_name": self.model if same else "pairvpr",
-                "weights": weights or None,
-                "device": self.device,
-                "batch_size": self.pairvpr_batch_size,
-                "min_score": self.pairvpr_min_score,
-            }
-        if self.reranker == "keypatch":
-            return {
-                "threshold": self.keypatch_threshold,
-                "ransac_factor": self.keypatch_ransac_factor,
-                "min_inliers": self.keypatch_min_inliers,
-            }
-        return {}
+    def with_values(self, **values) -> PipelineConfig:
+        """A copy with parameters changed by name, re-rankers' too (``geometric_min_inliers=8``)."""
+        return type(self).from_dict({**self.to_dict(), **values})
+
+    def reranker_params(self, name: str | None = None) -> Any:
+        """The parameters (its spec's params dataclass) of re-ranker ``name``, default the selected one."""
+        spec = rerankers.get_reranker_spec(name or self.reranker)
+        params = self.all_reranker_params.get(spec.name)
+        return params if params is not None else spec.params()  # registered after this config
+
+
+def _reranker_table():
+    return rerankers.reranker_parameters().items()
+
+
+def _convert(name: str, value: Any, default: Any, metadata=None) -> Any:
+    """``value`` as the type of ``default``, within the field's range / choices."""
+    try:
+        value = type(default)(value) if not isinstance(default, bool) else _to_bool(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"parameter '{name}': cannot use {value!r} as {type(default).__name__}") from None
+    metadata = metadata or {}
+    choices = metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ValueError(f"parameter '{name}': {value!r} is not one of {', '.join(map(str, choices))}")
+    low, high = metadata.get("range", (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ValueError(f"parameter '{name}': {value!r} is outside {bounds}")
+    return value
 
 
 def _to_bool(value: Any) -> bool:

@@ -130,12 +130,16 @@ class FeatureStore:
         self._disk_sizes[kf_id] = size
         self.disk_bytes += size
 
-    def close(self) -> None:
-        """Forget everything; a temporary spill folder is deleted (a given one keeps no stale files)."""
+    def clear(self) -> None:
+        """Forget every keyframe and delete its spill files; the store stays usable."""
         for kf_id in list(self._on_disk):
             self.remove(kf_id)
         self._ram.clear()
         self.ram_bytes = 0
+
+    def close(self) -> None:
+        """Forget everything; a temporary spill folder is deleted (a given one keeps no stale files)."""
+        self.clear()
         if self._finalizer is not None:
             self._finalizer()
             self._finalizer = None

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import is_valid_pose
+
 
 @dataclass
 class GateDecision:
     accept: bool
-    reason: str  # "first", "accepted", "too_soon", "no_motion", "time_jump"
+    reason: str  # "first", "accepted", "too_soon", "no_motion", "time_jump", "invalid_pose"
 
 
 class KeyframeGate:
@@ -21,6 +23,12 @@ class KeyframeGate:
     ``min_translation`` metres or ``min_rotation_deg`` degrees away from the last keyframe
     (either suffices); a zero disables that test. Stamps that jump backwards (a bag restarted
     in a loop) reset the gate instead of blocking it forever.
+
+    A pose that is not a finite rigid transform (NaN odometry, a zero quaternion, a scaled
+    matrix) counts as no pose: it is never kept as the reference (one NaN reference would make
+    every later motion test fail), the frame is judged on time alone, and an accepted frame
+    gets the reason "invalid_pose" instead of "first"/"accepted"/"time_jump". ``invalid_poses``
+    counts all of them, accepted or not.
     """
 
     def __init__(self, min_period: float = 0.5, min_translation: float = 0.0, min_rotation_deg: float = 0.0):
@@ -31,6 +39,7 @@ class KeyframeGate:
         self.min_rotation = np.deg2rad(min_rotation_deg)
         self._last_stamp: float | None = None
         self._last_pose: np.ndarray | None = None
+        self.invalid_poses = 0
 
     @property
     def uses_motion(self) -> bool:
@@ -38,16 +47,20 @@ class KeyframeGate:
 
     def check(self, stamp: float, pose: np.ndarray | None = None) -> GateDecision:
         """Decide for a frame; the gate's state only moves on when the frame is accepted."""
+        invalid = pose is not None and not is_valid_pose(pose)
+        if invalid:
+            self.invalid_poses += 1
+            pose = None
         if self._last_stamp is None:
-            return self._accept(stamp, pose, "first")
+            return self._accept(stamp, pose, "invalid_pose" if invalid else "first")
         dt = stamp - self._last_stamp
         if dt < 0:
-            return self._accept(stamp, pose, "time_jump")
+            return self._accept(stamp, pose, "invalid_pose" if invalid else "time_jump")
         if dt < self.min_period:
             return GateDecision(False, "too_soon")
         if self.uses_motion and pose is not None and self._last_pose is not None and not self._moved(pose):
             return GateDecision(False, "no_motion")
-        return self._accept(stamp, pose, "accepted")
+        return self._accept(stamp, pose, "invalid_pose" if invalid else "accepted")
 
     def _moved(self, pose: np.ndarray) -> bool:
         delta = np.linalg.inv(self._last_pose) @ pose

@@ -13,16 +13,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .config import PipelineConfig
 from .encoder import Encoder
 from .feature_store import FeatureStore
+from .geometry import scale_camera_matrix
 from .image_conversion import resize_to_width
 from .keyframe_gate import KeyframeGate
-from .keyframe_map import KeyframeMap
 from .loop_closure import LoopClosureDecider
-from .rerank import build_reranker, keyframe_local_features, needed_local_features
+from .map.keyframe_map import KeyframeMap
+from .rerank import build_reranker, get_reranker_spec, keyframe_local_features, needed_local_features
 from .types import Candidate, Frame, Keyframe, LoopDecision
 
 
@@ -80,9 +79,7 @@ class DescriptorStage:
                 descriptor, frame.stamp, frame_id=frame.frame_id, camera=self.camera, pose=frame.pose
             )
         image, scale = resize_to_width(frame.image, cfg.verification_image_width)
-        camera_matrix = None
-        if frame.camera_matrix is not None:
-            camera_matrix = np.diag([scale, scale, 1.0]) @ np.asarray(frame.camera_matrix, dtype=np.float64)
+        camera_matrix = scale_camera_matrix(frame.camera_matrix, scale)
         depth = frame.depth
         if depth is not None and scale != 1.0:
             import cv2
@@ -105,24 +102,34 @@ class DescriptorStage:
 
 class VerificationStage:
     def __init__(self, config: PipelineConfig, model=None):
-        """``model``: the descriptor stage's Pair-VPR model, shared by the pair classifier."""
+        """``model``: the descriptor stage's loaded model, used by a re-ranker that can share it
+        (``shareable_model``) instead of loading its own copy."""
         self.config = config
-        store = FeatureStore(
-            int(config.feature_ram_budget_mb * 2**20),
-            spill_dir=config.feature_spill_dir or None,
-            float16=config.feature_fp16,
-        )
-        params = config.reranker_params()
-        if config.reranker != "none":
-            params["feature_store"] = store
-        if model is not None and config.reranker == "pairvpr":
-            params["model"] = model
-        self.reranker = build_reranker(config.reranker, **params)
+        self.feature_store = None
+        if get_reranker_spec(config.reranker).uses_feature_store:
+            self.feature_store = FeatureStore(
+                int(config.feature_ram_budget_mb * 2**20),
+                spill_dir=config.feature_spill_dir or None,
+                float16=config.feature_fp16,
+            )
+        self.reranker = build_reranker(config, self.feature_store, model)
 
     def process(self, query: Keyframe, candidates: list[Candidate]):
         """Remember the query keyframe, then verify its candidates (best first)."""
         self.reranker.add_keyframe(query)
         return self.reranker.verify(query, candidates)
+
+    def reset(self) -> None:
+        """Forget every keyframe (a new map session); a loaded model stays loaded."""
+        self.reranker.reset()
+        if self.feature_store is not None:  # the stage's own: emptied even if reset() forgets it
+            self.feature_store.clear()
+
+
+def shareable_model(config: PipelineConfig, encoder: Encoder):
+    """``encoder``'s model when the selected re-ranker can use it instead of loading its own."""
+    spec = get_reranker_spec(config.reranker)
+    return encoder.model if spec.can_share_model(config.reranker_params(), encoder.spec) else None
 
 
 def build_decider(config: PipelineConfig) -> LoopClosureDecider:
@@ -151,10 +158,8 @@ class LoopClosurePipeline:
     def __init__(self, config: PipelineConfig, encoder: Encoder | None = None):
         self.config = config
         self.descriptors = DescriptorStage(config, encoder)
-        # One copy of the Pair-VPR weights when the descriptor model is the pair classifier's.
-        shared = config.reranker == "pairvpr" and "dense" in self.descriptors.encoder.spec.local_features
-        shared = shared and not config.pairvpr_weights
-        self.verification = VerificationStage(config, self.descriptors.encoder.model if shared else None)
+        # One copy of the weights when the re-ranker uses the descriptor model (Pair-VPR).
+        self.verification = VerificationStage(config, shareable_model(config, self.descriptors.encoder))
         self.decider = build_decider(config)
 
     def process(self, frame: Frame) -> PipelineStep:

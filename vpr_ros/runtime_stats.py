@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections import deque
 
@@ -37,21 +38,24 @@ class LatencyWindow:
         }
 
 
-def rss_bytes() -> int:
-    """Resident memory of this process now (Linux /proc), else the peak from getrusage."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def rss_of(pid: int) -> int | None:
-    """Resident memory of another process (Linux), None when it is gone."""
+def rss_of(pid: int | str = "self") -> int | None:
+    """Resident memory of a process now (Linux /proc), None when it is gone or unknown."""
     try:
         with open(f"/proc/{pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (getrusage; Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process now, else (no /proc) its peak."""
+    current = rss_of()
+    return current if current is not None else peak_rss_bytes()

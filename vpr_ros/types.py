@@ -51,6 +51,7 @@ class Candidate:
     id: int
     stamp: float
     similarity: float
+    frame_id: str = ""  # the map keyframe's camera frame (LoopClosure.match_frame_id)
 
 
 @dataclass

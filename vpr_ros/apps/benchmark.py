@@ -19,7 +19,6 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -29,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from ..models.registry import MODELS
+from ..runtime_stats import peak_rss_bytes, rss_of
 
 DEFAULT_BASELINE = "mobilenetv2"
 MB = 1e6
@@ -36,19 +36,6 @@ MB = 1e6
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _current_rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return None
-
-
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
 def _set_threads(threads: int | None) -> None:
@@ -86,7 +73,7 @@ def bench_model(
 
     _set_threads(threads)
     dev = torch.device(device)
-    rss_before = _current_rss_bytes()
+    rss_before = rss_of()
     try:
         model, spec = load_model(name, random_init=True, device=dev)
     except (ImportError, AttributeError) as exc:
@@ -152,7 +139,7 @@ def bench_model(
         v["bytes"] // 2 if v["dtype"].startswith("float") else v["bytes"] for v in local.values()
     )
     if rss_before is not None:
-        result["peak_rss_increase_mb"] = round((_peak_rss_bytes() - rss_before) / MB, 1)
+        result["peak_rss_increase_mb"] = round((peak_rss_bytes() - rss_before) / MB, 1)
     if dev.type == "cuda":
         result["peak_cuda_allocated_mb"] = round(torch.cuda.max_memory_allocated(dev) / MB, 1)
     return result

@@ -36,13 +36,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ..config import PipelineConfig
+from ..evaluation.ground_truth import read_same_place_matrix
 from ..evaluation.metrics import average_precision, pr_curve, queries_with_loop, recall_at_100_precision
-from ..pipeline import DescriptorStage, VerificationStage
-from ..rerank.features import keyframe_local_features, needed_local_features
+from ..evaluation.sources import ImageFolderSource
+from ..pipeline import DescriptorStage, VerificationStage, shareable_model
+from ..rerank import keyframe_local_features, needed_local_features
 from ..types import Candidate, Frame, Keyframe
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "rtabmap_samples"
@@ -53,18 +54,12 @@ def _log(msg: str) -> None:
 
 
 def load_sequence(folder: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    """RGB images ``images/<n>.jpg`` in numeric order and the same-place matrix (row = later frame)."""
-    files = sorted((folder / "images").glob("*.jpg"), key=lambda p: int(p.stem))
-    images = []
-    for path in files:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot read {path}")
-        images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    gt = cv2.imread(str(folder / "ground_truth.bmp"), cv2.IMREAD_GRAYSCALE)
-    if gt is None or gt.shape != (len(images), len(images)):
+    """RGB images of ``folder/images`` in natural order and ``folder/ground_truth.bmp``."""
+    images = [frame.image for frame in ImageFolderSource(folder / "images")]
+    same_place = read_same_place_matrix(folder / "ground_truth.bmp")
+    if same_place.shape != (len(images), len(images)):
         raise ValueError(f"{folder}/ground_truth.bmp must be {len(images)}x{len(images)}")
-    return images, gt > 127
+    return images, same_place
 
 
 def retrieve(images, config: PipelineConfig) -> tuple[list[Keyframe], list[list[Candidate]], float]:
@@ -164,7 +159,7 @@ def random_weight_speed(model: str, reranker: str, images, ks, queries: int, con
         local = keyframe_local_features(names, outputs, encoder.input_size)
         keyframes.append(Keyframe(i, float(i), outputs["global"][0], local_features=local))
     cfg = replace(config, model=model, reranker=reranker)
-    stage = VerificationStage(cfg, model=encoder.model if reranker == "pairvpr" else None)
+    stage = VerificationStage(cfg, model=shareable_model(cfg, encoder))
     for kf in keyframes:
         stage.reranker.add_keyframe(kf)
     times = {}
@@ -244,7 +239,7 @@ def main(argv=None) -> int:
         # over the whole inlier score instead of starting at geometric_min_inliers.
         (
             "geometric, gates 8/8",
-            replace(config, reranker="geometric", geometric_min_matches=8, geometric_min_inliers=8),
+            config.with_values(reranker="geometric", geometric_min_matches=8, geometric_min_inliers=8),
             None,
         ),
         ("keypatch (MobileNetV2 tokens)", replace(config, reranker="keypatch"), tokens),
@@ -267,10 +262,11 @@ def main(argv=None) -> int:
 
     if not args.skip_random:
         report["random_weight_speed"] = {}
-        runs = [("keypatch", "transvpr")] + ([] if args.skip_pairvpr else [("pairvpr", "pairvpr")])
-        for reranker, model in runs:
+        runs = [("keypatch", "transvpr", args.random_queries)]
+        if not args.skip_pairvpr:
+            runs.append(("pairvpr", "pairvpr", args.pairvpr_queries))
+        for reranker, model, queries in runs:
             _log(f"{reranker} speed with random {model} weights ...")
-            queries = args.pairvpr_queries if reranker == "pairvpr" else args.random_queries
             report["random_weight_speed"][reranker] = random_weight_speed(
                 model, reranker, images, ks, queries, config
             )

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,8 @@ from ..evaluation.report import json_safe, print_table, write_plots, write_queri
 from ..evaluation.run import RunRecord, run_offline
 from ..evaluation.scoring import loop_window, score_run
 from ..evaluation.sources import BagSource, ImageFolderSource, SourceError, read_camera_info_yaml
+from ..rerank import reranker_names
+from ..runtime_stats import peak_rss_bytes
 from ..weights import WeightsError
 
 DEFAULT_GT_RADIUS_M = 5.0
@@ -117,7 +118,7 @@ def _parse(argv):
     det = p.add_argument_group("detector")
     det.add_argument("--model", help="registry model (default: from the params file, else 'image')")
     det.add_argument("--weights", help="checkpoint for --model")
-    det.add_argument("--reranker", help="geometric or none (default: from the params file)")
+    det.add_argument("--reranker", choices=reranker_names(), help="re-ranker (default: from the params file)")
     det.add_argument(
         "--params-file", help="the nodes' parameters YAML (default: config/<model>.yaml when it exists)"
     )
@@ -314,7 +315,7 @@ def evaluate(args) -> dict:
         },
         **scores.report,
         "wall_time_s": wall,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_bytes() / 2**20,
         "ground_truth": {
             "source": gt.source,
             "radius_m": None if args.gt_matrix else args.gt_radius,

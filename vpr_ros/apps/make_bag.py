@@ -23,8 +23,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..evaluation.ground_truth import GroundTruthError, PoseTrack, matrix_to_quaternion, read_pose_file
+from ..evaluation.ground_truth import GroundTruthError, PoseTrack, read_pose_file
 from ..evaluation.sources import SourceError, list_images, read_camera_info_yaml
+from ..geometry import matrix_to_quaternion
 
 POSE_TYPES = {
     "odometry": "nav_msgs/msg/Odometry",

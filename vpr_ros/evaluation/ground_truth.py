@@ -16,56 +16,16 @@ Conventions (the defaults of ``evaluate``):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..geometry import matrix_to_quaternion, pose_matrix
+
 
 class GroundTruthError(ValueError):
     """Ground truth that cannot be read or does not fit the input sequence."""
-
-
-def quaternion_to_matrix(qx: float, qy: float, qz: float, qw: float) -> np.ndarray:
-    """Unit quaternion (normalised here) -> 3x3 rotation matrix."""
-    n = math.sqrt(qx * qx + qy * qy + qz * qz + qw * qw)
-    if n == 0.0:
-        raise GroundTruthError("zero quaternion")
-    x, y, z, w = qx / n, qy / n, qz / n, qw / n
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-
-
-def matrix_to_quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
-    """3x3 rotation -> (qx, qy, qz, qw) with qw >= 0."""
-    r = np.asarray(rotation, dtype=np.float64)
-    # Work from the largest of the four squared components to avoid dividing by ~0.
-    squares = np.array(
-        [
-            1 + r[0, 0] - r[1, 1] - r[2, 2],
-            1 - r[0, 0] + r[1, 1] - r[2, 2],
-            1 - r[0, 0] - r[1, 1] + r[2, 2],
-            1 + r[0, 0] + r[1, 1] + r[2, 2],
-        ]
-    )
-    k = int(np.argmax(squares))
-    s = 0.5 / math.sqrt(squares[k])
-    if k == 0:
-        q = (0.25 / s, (r[0, 1] + r[1, 0]) * s, (r[0, 2] + r[2, 0]) * s, (r[2, 1] - r[1, 2]) * s)
-    elif k == 1:
-        q = ((r[0, 1] + r[1, 0]) * s, 0.25 / s, (r[1, 2] + r[2, 1]) * s, (r[0, 2] - r[2, 0]) * s)
-    elif k == 2:
-        q = ((r[0, 2] + r[2, 0]) * s, (r[1, 2] + r[2, 1]) * s, 0.25 / s, (r[1, 0] - r[0, 1]) * s)
-    else:
-        q = ((r[2, 1] - r[1, 2]) * s, (r[0, 2] - r[2, 0]) * s, (r[1, 0] - r[0, 1]) * s, 0.25 / s)
-    sign = -1.0 if q[3] < 0 else 1.0
-    return tuple(float(sign * v) for v in q)
 
 
 @dataclass
@@ -99,10 +59,10 @@ class PoseTrack:
 
 
 def _pose_matrix(tx, ty, tz, qx, qy, qz, qw) -> np.ndarray:
-    m = np.eye(4)
-    m[:3, :3] = quaternion_to_matrix(qx, qy, qz, qw)
-    m[:3, 3] = (tx, ty, tz)
-    return m
+    try:
+        return pose_matrix((tx, ty, tz), (qx, qy, qz, qw))
+    except ValueError as err:
+        raise GroundTruthError(str(err)) from None
 
 
 def _numeric_rows(path: Path) -> list[list[float]]:

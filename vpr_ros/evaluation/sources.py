@@ -14,12 +14,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import yaml
 
-from ..image_conversion import BadImageError, decode_compressed, decode_raw
-from .ground_truth import PoseTrack, quaternion_to_matrix
+from ..geometry import camera_matrix_for_width, pose_matrix
+from ..image_conversion import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    BadImageError,
+    decode_compressed,
+    decode_raw,
+    read_image_file,
+)
+from .ground_truth import GroundTruthError, PoseTrack
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -99,16 +105,18 @@ def write_camera_info_yaml(path: str | Path, camera_matrix: np.ndarray, width: i
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def _scaled(camera_matrix: np.ndarray | None, size: tuple[int, int] | None, width: int):
-    """Intrinsics given for another resolution follow the image (same rule as the node)."""
-    if camera_matrix is None or not size or not size[0] or size[0] == width:
-        return camera_matrix
-    s = width / size[0]
-    return np.diag([s, s, 1.0]) @ camera_matrix
+def _intrinsics(source, width: int):
+    """The source's intrinsics for an image ``width`` wide (calibrated at camera_size = (w, h))."""
+    size = source.camera_size
+    return camera_matrix_for_width(source.camera_matrix, size[0] if size else None, width)
 
 
 class ImageFolderSource:
-    """Images of a folder in natural filename order, ``frame_period`` seconds apart."""
+    """Images of a folder in natural filename order, ``frame_period`` seconds apart.
+
+    An image that cannot be read, or is over ``max_image_pixels`` (checked from its header,
+    before decoding), stops the run with a SourceError naming the file.
+    """
 
     def __init__(
         self,
@@ -120,6 +128,7 @@ class ImageFolderSource:
         max_pose_dt: float = 0.1,
         max_frames: int | None = None,
         start_time: float = 0.0,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         if frame_period <= 0:
             raise SourceError(f"frame period must be > 0, got {frame_period}")
@@ -127,6 +136,7 @@ class ImageFolderSource:
         self.files = list_images(folder)[:max_frames]
         self.frame_period = frame_period
         self.start_time = start_time
+        self.max_image_pixels = max_image_pixels
         self.camera_matrix = camera_matrix
         self.camera_size = camera_size
         self.poses = poses
@@ -144,15 +154,13 @@ class ImageFolderSource:
 
     def __iter__(self) -> Iterator[SourceFrame]:
         for i, path in enumerate(self.files):
-            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise SourceError(f"cannot read image {path}")
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            try:
+                rgb = read_image_file(path, self.max_image_pixels)
+            except (OSError, BadImageError) as err:
+                raise SourceError(f"cannot read image {path}: {err}") from None
             stamp = self.stamp(i)
             pose = self.poses.lookup(stamp, i, self.max_pose_dt) if self.poses is not None else None
-            yield SourceFrame(
-                i, stamp, rgb, _scaled(self.camera_matrix, self.camera_size, rgb.shape[1]), pose
-            )
+            yield SourceFrame(i, stamp, rgb, _intrinsics(self, rgb.shape[1]), pose)
 
 
 def _stamp(msg, bag_time_ns: int) -> float:
@@ -172,10 +180,10 @@ def pose_from_message(msg, msgtype: str) -> np.ndarray:
     else:
         raise SourceError(f"unsupported pose message type {msgtype} (use one of {', '.join(POSE_TYPES)})")
     o, p = pose.orientation, pose.position
-    m = np.eye(4)
-    m[:3, :3] = quaternion_to_matrix(o.x, o.y, o.z, o.w)
-    m[:3, 3] = (p.x, p.y, p.z)
-    return m
+    try:
+        return pose_matrix((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+    except ValueError as err:
+        raise GroundTruthError(str(err)) from None
 
 
 class BagSource:
@@ -184,8 +192,8 @@ class BagSource:
     Optional: the first CameraInfo of ``camera_info_topic`` gives the intrinsics; the
     messages of ``pose_topic`` (Odometry, PoseStamped, PoseWithCovarianceStamped) or an
     external ``poses`` track give each frame's pose (nearest stamp within ``max_pose_dt``).
-    Image messages that cannot be decoded are skipped and counted in ``bad_images`` (their
-    index is kept, so a ground-truth matrix stays aligned).
+    Image messages that cannot be decoded, or are over ``max_image_pixels``, are skipped and
+    counted in ``bad_images`` (their index is kept, so a ground-truth matrix stays aligned).
     """
 
     def __init__(
@@ -197,6 +205,7 @@ class BagSource:
         poses: PoseTrack | None = None,
         max_pose_dt: float = 0.1,
         max_frames: int | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
@@ -208,6 +217,7 @@ class BagSource:
             raise SourceError(f"bag not found: {self.path}")
         self.image_topic = image_topic
         self.max_pose_dt = max_pose_dt
+        self.max_image_pixels = max_image_pixels
         self.bad_images = 0
         self.bad_image_reasons: dict[str, int] = {}
         self.camera_matrix: np.ndarray | None = None
@@ -299,16 +309,20 @@ class BagSource:
                 stamp = _stamp(msg, t)
                 try:
                     if conn.msgtype == "sensor_msgs/msg/CompressedImage":
-                        rgb = decode_compressed(msg.format, msg.data)
+                        rgb = decode_compressed(msg.format, msg.data, self.max_image_pixels)
                     else:
                         rgb = decode_raw(
-                            msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian)
+                            msg.encoding,
+                            msg.height,
+                            msg.width,
+                            msg.step,
+                            msg.data,
+                            bool(msg.is_bigendian),
+                            self.max_image_pixels,
                         )
                 except BadImageError as err:
                     self.bad_images += 1
                     self.bad_image_reasons[err.reason] = self.bad_image_reasons.get(err.reason, 0) + 1
                     continue
                 pose = self.poses.lookup(stamp, i, self.max_pose_dt) if self.poses is not None else None
-                yield SourceFrame(
-                    i, stamp, rgb, _scaled(self.camera_matrix, self.camera_size, rgb.shape[1]), pose
-                )
+                yield SourceFrame(i, stamp, rgb, _intrinsics(self, rgb.shape[1]), pose)

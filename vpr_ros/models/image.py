@@ -1,4 +1,4 @@
-"""ImAge (Lu-Feng/ImAge, NeurIPS 2025): implicit aggregation tokens inside DINOv2 (models_spec §3).
+"""ImAge (Lu-Feng/ImAge, NeurIPS 2025): implicit aggregation tokens inside DINOv2 (docs/models.md §3.1).
 
 Eight learnable aggregation tokens are prepended to the token sequence before block 8 of a
 DINOv2 ViT-B/14 with 4 registers; the last four blocks let them attend to the image. After the

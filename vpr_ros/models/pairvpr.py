@@ -2,7 +2,7 @@
 
 Module names follow the official ``PairVPRNet`` so that ``pairvpr-vit{B,L,G}.pth`` load strictly,
 including the pre-training leftovers (``mask_token``, ``prediction_head``) and the persistent
-decoder position buffers (models_spec.md §4.3/4.4).
+decoder position buffers (docs/models.md §4.3, §4.4).
 """
 
 from __future__ import annotations

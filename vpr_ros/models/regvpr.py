@@ -1,6 +1,6 @@
 """RegVPR ("Register assisted aggregation for Visual Place Recognition", Yu & Fu), rebuilt from the paper.
 
-No official code or weights exist (models_spec §6), so this model must be trained before use.
+No official code or weights exist (docs/models.md §6.1), so this model must be trained before use.
 Pipeline (paper Fig. 3): a DINOv2 ViT-B/14 with a multi-scale "global adapter" in every block
 gives patch tokens t_i and a CLS token; a score MLP and an optimal-transport step (Sinkhorn,
 SALAD-style but without dustbin) give feature-to-cluster weights; patch tokens and k learnable

@@ -1,4 +1,4 @@
-"""DINOv2-SALAD (serizba/salad): optimal-transport aggregation of DINOv2 patch tokens (models_spec §2).
+"""DINOv2-SALAD (serizba/salad): optimal-transport aggregation of DINOv2 patch tokens (docs/models.md §2.1).
 
 Backbone: the hub non-register DINOv2 ViT-B/14 (offset 0.1, no antialias), all blocks and the
 final norm. Aggregator: per-patch scores for 64 clusters, a 3-iteration log-domain Sinkhorn with

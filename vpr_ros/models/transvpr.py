@@ -1,7 +1,7 @@
 """TransVPR (Wang et al., CVPR 2022): CNN stem, multi-level tokens, CCT-style transformer, attention pooling.
 
 Module names follow the official ``Extractor_base`` with the ``POOL`` head added as ``pool`` so
-that ``TransVPR_MSLS.pth`` loads strictly (models_spec.md §5.2/5.3).
+that ``TransVPR_MSLS.pth`` loads strictly (docs/models.md §5.2, §5.3).
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """DINOv2 vision transformer (patch 14), written so the official checkpoints load with strict=True.
 
-State-dict keys are exactly those of the official hub models (models_spec §1.3): ``cls_token``,
+State-dict keys are exactly those of the official hub models (docs/models.md §1.3): ``cls_token``,
 ``pos_embed``, ``register_tokens`` (register variants only), ``mask_token``, ``patch_embed.proj.*``,
 ``blocks.{i}.{norm1,attn.qkv,attn.proj,ls1.gamma,norm2,mlp.*,ls2.gamma}``, ``norm.*``.
 
 Token order is ``[CLS, registers, patches]``; registers get no positional embedding. The 37x37
-positional grid is resized bicubically for other inputs, with one of two conventions (§1.4) that
-the VPR models do not agree on, so every builder takes them explicitly:
+positional grid is resized bicubically for other inputs, with one of two conventions (docs/models.md §1.4)
+that the VPR models do not agree on, so every builder takes them explicitly:
 
 * ``interpolate_offset=0.1, interpolate_antialias=False``: hub non-register models, SALAD, ImAge;
 * ``interpolate_offset=0.0, interpolate_antialias=True``: hub register models, Pair-VPR.

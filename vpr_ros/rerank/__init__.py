@@ -1,38 +1,34 @@
-"""Re-rankers: verify retrieval candidates before a loop closure is accepted."""
+"""Re-rankers: verify retrieval candidates before a loop closure is accepted.
+
+``registry.py`` lists them; each module declares its spec next to its class.
+"""
 
 from __future__ import annotations
 
-from .base import NoReranker, Reranker
-from .features import MODEL_FEATURE_RERANKERS, keyframe_local_features, needed_local_features
-
-RERANKERS = ("geometric", "pairvpr", "keypatch", "none")
-
-
-def build_reranker(name: str, **params) -> Reranker:
-    """Build a re-ranker by name; ``params`` are its constructor keyword arguments."""
-    if name == "none":
-        return NoReranker()
-    if name == "geometric":
-        from .geometric import GeometricVerifier
-
-        return GeometricVerifier(**params)
-    if name == "pairvpr":
-        from .pairvpr import PairVPRReranker
-
-        return PairVPRReranker(**params)
-    if name == "keypatch":
-        from .keypatch import KeyPatchReranker
-
-        return KeyPatchReranker(**params)
-    raise KeyError(f"unknown re-ranker '{name}'; known: {', '.join(RERANKERS)}")
-
+from .base import NoReranker, Reranker, RerankerContext, RerankerSpec, param
+from .features import keyframe_local_features
+from .registry import (
+    build_reranker,
+    get_reranker_spec,
+    needed_local_features,
+    register_reranker,
+    reranker_names,
+    reranker_parameters,
+    unregister_reranker,
+)
 
 __all__ = [
-    "MODEL_FEATURE_RERANKERS",
-    "RERANKERS",
     "NoReranker",
     "Reranker",
+    "RerankerContext",
+    "RerankerSpec",
     "build_reranker",
+    "get_reranker_spec",
     "keyframe_local_features",
     "needed_local_features",
+    "param",
+    "register_reranker",
+    "reranker_names",
+    "reranker_parameters",
+    "unregister_reranker",
 ]

@@ -1,7 +1,8 @@
-"""Which model local features each re-ranker needs, and how a keyframe carries them.
+"""How a keyframe carries the model local features a re-ranker reads.
 
-The descriptor stage runs ``Encoder.extract`` instead of ``Encoder.encode`` only when the
-selected re-ranker needs something the model exposes, and copies just those arrays into
+Which ones a re-ranker needs is its spec's ``local_features`` (registry.py). The descriptor
+stage runs ``Encoder.extract`` instead of ``Encoder.encode`` only when the selected
+re-ranker needs something the model exposes, and copies just those arrays into
 ``Keyframe.local_features`` (they travel in the Keyframe message to the re-ranker node).
 Patch tokens come with ``patch_grid`` = [rows, cols, input height, input width], so a
 re-ranker can place patch centres in the network input frame without knowing the model.
@@ -17,24 +18,6 @@ import numpy as np
 PATCH_GRID = "patch_grid"
 # Keys under which models hand out per-patch tokens (Pair-VPR calls its patch tokens "dense").
 PATCH_TOKEN_KEYS = ("patch_tokens", "dense")
-# Re-rankers that read model local features rather than the keyframe image.
-MODEL_FEATURE_RERANKERS = ("pairvpr", "keypatch")
-
-
-def needed_local_features(reranker: str, model_local_features: Iterable[str]) -> tuple[str, ...]:
-    """The names of the model's local features that ``reranker`` reads (empty: none usable).
-
-    ``model_local_features`` is the registry's ``ModelSpec.local_features``.
-    """
-    exposed = set(model_local_features)
-    if reranker == "pairvpr":
-        return ("dense",) if "dense" in exposed else ()
-    if reranker == "keypatch":
-        tokens = next((k for k in PATCH_TOKEN_KEYS if k in exposed), None)
-        if tokens is None:
-            return ()
-        return (tokens, "attention") if "attention" in exposed else (tokens,)
-    return ()
 
 
 def patch_grid(num_patches: int, input_size: tuple[int, int], grid=None) -> np.ndarray:

@@ -11,14 +11,14 @@ describes the procedure and the covariance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
 from ..feature_store import FeatureStore
 from ..types import Candidate, Keyframe, RelativePose, Verification
-from .base import sort_verifications
+from .base import RerankerContext, RerankerSpec, param, sort_verifications
 
 # LO-RANSAC with final least-squares polishing (OpenCV >= 4.5). Plain RANSAC returns the
 # minimal-sample model: on a rendered scene its translation direction was off by 3-6 degrees
@@ -96,17 +96,36 @@ def _invert(rotation: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, 
     return rotation.T, -rotation.T @ translation
 
 
+@dataclass(frozen=True)
+class GeometricParams:
+    """Parameters ``geometric_<field>``: the one home of their defaults."""
+
+    feature: str = param("sift", "sift or orb", choices=("sift", "orb"))
+    max_features: int = param(1000, "local features per keyframe", range=(1, None))
+    ratio: float = param(0.8, "Lowe ratio test threshold", range=(0.0, 1.0))
+    min_matches: int = param(
+        12, "minimum mutual matches before RANSAC (at least 8 are used)", range=(0, None)
+    )
+    min_inliers: int = param(20, "minimum RANSAC inliers for a pass", range=(0, None))
+    ransac_threshold_px: float = param(
+        2.0, "RANSAC threshold in pixels of the verification image", range=(0.0, None)
+    )
+
+
+_DEFAULTS = GeometricParams()
+
+
 class GeometricVerifier:
     name = "geometric"
 
     def __init__(
         self,
-        feature: str = "sift",
-        max_features: int = 1000,
-        ratio: float = 0.8,
-        min_matches: int = 20,
-        min_inliers: int = 25,
-        ransac_threshold_px: float = 2.0,
+        feature: str = _DEFAULTS.feature,
+        max_features: int = _DEFAULTS.max_features,
+        ratio: float = _DEFAULTS.ratio,
+        min_matches: int = _DEFAULTS.min_matches,
+        min_inliers: int = _DEFAULTS.min_inliers,
+        ransac_threshold_px: float = _DEFAULTS.ransac_threshold_px,
         confidence: float = 0.999,
         min_spread: float = 0.05,
         min_elongation: float = 0.05,
@@ -156,6 +175,10 @@ class GeometricVerifier:
             return
         self.store.put(keyframe.id, self.features(keyframe.image, keyframe.depth), exact=EXACT_FEATURES)
         self._intrinsics[keyframe.id] = keyframe.camera_matrix
+
+    def reset(self) -> None:
+        self.store.clear()
+        self._intrinsics.clear()
 
     # -- matching -------------------------------------------------------------------------
     def match(self, feats_q: dict, feats_m: dict) -> MatchResult:
@@ -305,3 +328,15 @@ class GeometricVerifier:
                 inliers, passed, reason, pose = 0, False, f"OpenCV error: {str(exc).strip()[:120]}", None
             results.append(Verification(cand, float(inliers), inliers, passed, reason, pose))
         return sort_verifications(results)
+
+
+def _build(params: GeometricParams, context: RerankerContext) -> GeometricVerifier:
+    return GeometricVerifier(**asdict(params), feature_store=context.feature_store)
+
+
+SPEC = RerankerSpec(
+    name="geometric",
+    params=GeometricParams,
+    build=_build,
+    description="SIFT/ORB matches + RANSAC on the keyframe images (any model)",
+)

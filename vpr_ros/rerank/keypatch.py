@@ -1,4 +1,4 @@
-"""TransVPR key-patch re-ranking: mutual nearest patches + homography RANSAC (models_spec.md §5.5).
+"""TransVPR key-patch re-ranking: mutual nearest patches + homography RANSAC (docs/models.md §5.5).
 
 Per (query, candidate): key patches are those whose fused attention exceeds ``threshold``
 (0.02); their raw dot-product similarities give mutual nearest-neighbour patch pairs
@@ -14,14 +14,14 @@ keyframe's ``patch_grid`` (set by the descriptor stage from the model's input si
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
 from ..feature_store import FeatureStore
 from ..types import Candidate, Keyframe, Verification
-from .base import sort_verifications
+from .base import RerankerContext, RerankerSpec, param, sort_verifications
 from .features import PATCH_GRID, PATCH_TOKEN_KEYS
 from .keypatch_matching import KEY_PATCH_THRESHOLD, mutual_nn_matches
 
@@ -56,14 +56,30 @@ def patch_size(grid) -> float:
     return float(np.sqrt((h / rows) * (w / cols)))
 
 
+@dataclass(frozen=True)
+class KeyPatchParams:
+    """Parameters ``keypatch_<field>``: the one home of their defaults."""
+
+    threshold: float = param(
+        KEY_PATCH_THRESHOLD, "key patches: fused attention above this (all patches without one)"
+    )
+    ransac_factor: float = param(
+        1.5, "homography RANSAC threshold in patch sizes (1.5 x 16 px)", range=(0.0, None)
+    )
+    min_inliers: int = param(20, "minimum homography inliers for a key-patch pass", range=(0, None))
+
+
+_DEFAULTS = KeyPatchParams()
+
+
 class KeyPatchReranker:
     name = "keypatch"
 
     def __init__(
         self,
-        threshold: float = KEY_PATCH_THRESHOLD,
-        ransac_factor: float = 1.5,
-        min_inliers: int = 20,
+        threshold: float = _DEFAULTS.threshold,
+        ransac_factor: float = _DEFAULTS.ransac_factor,
+        min_inliers: int = _DEFAULTS.min_inliers,
         max_iters: int = 2000,
         confidence: float = 0.995,
         feature_store: FeatureStore | None = None,
@@ -106,6 +122,9 @@ class KeyPatchReranker:
         feats, _ = self.patch_features(keyframe)
         if feats is not None:
             self.store.put(keyframe.id, feats, exact=(PATCH_GRID,))
+
+    def reset(self) -> None:
+        self.store.clear()
 
     # -- matching -------------------------------------------------------------------------
     def _key_patch_saliency(self, feats: dict) -> np.ndarray:
@@ -170,3 +189,24 @@ class KeyPatchReranker:
                 reason += f" (< {self.min_inliers})"
             results.append(Verification(cand, float(inliers), inliers, passed, reason))
         return sort_verifications(results)
+
+
+def _local_features(exposed: tuple[str, ...]) -> tuple[str, ...]:
+    """The model's patch tokens, with its attention map when it has one."""
+    tokens = next((k for k in PATCH_TOKEN_KEYS if k in exposed), None)
+    if tokens is None:
+        return ()
+    return (tokens, "attention") if "attention" in exposed else (tokens,)
+
+
+def _build(params: KeyPatchParams, context: RerankerContext) -> KeyPatchReranker:
+    return KeyPatchReranker(**asdict(params), feature_store=context.feature_store)
+
+
+SPEC = RerankerSpec(
+    name="keypatch",
+    params=KeyPatchParams,
+    build=_build,
+    description="TransVPR key-patch matches + homography RANSAC (needs a model with patch tokens)",
+    local_features=_local_features,
+)

@@ -1,6 +1,6 @@
 """TransVPR key-patch matching: the deterministic part of the official re-ranker (before RANSAC).
 
-Follows ``match_batch_tensor`` in the official ``test_msls.py`` (models_spec.md §5.5 step 4).
+Follows ``match_batch_tensor`` in the official ``test_msls.py`` (docs/models.md §5.5 step 4).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pair-VPR pair-classifier re-ranking (models_spec.md §4.5).
+"""Pair-VPR pair-classifier re-ranking (docs/models.md §4.5).
 
 Each (query, candidate) pair is scored in both orders by the Pair-VPR decoder and the raw
 logits are summed: score = s(query, candidate) + s(candidate, query), higher = more likely
@@ -17,16 +17,34 @@ pipeline may pass the descriptor model in instead of loading a second copy.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..feature_store import FeatureStore
 from ..types import Candidate, Keyframe, Verification
-from .base import sort_verifications
+from .base import RerankerContext, RerankerSpec, param, sort_verifications
+
+if TYPE_CHECKING:  # torch is imported where it is used: PipelineConfig() reads PairVPRParams
+    import torch
 
 DENSE = "dense"
 _NO_DENSE = "has no Pair-VPR 'dense' features (the descriptor node must run model:=pairvpr)"
+
+
+@dataclass(frozen=True)
+class PairVPRParams:
+    """Parameters ``pairvpr_<field>``: the one home of their defaults."""
+
+    weights: str = param(
+        "", "Pair-VPR checkpoint for the pair classifier (empty: weights when model is pairvpr, else cache)"
+    )
+    batch_size: int = param(16, "candidate pairs per pair-classifier batch (bounds memory)", range=(1, None))
+    min_score: float = param(0.0, "minimum pair score s(q,db)+s(db,q) (raw logits) for a pass")
+
+
+_DEFAULTS = PairVPRParams()
 
 
 class PairVPRReranker:
@@ -36,8 +54,8 @@ class PairVPRReranker:
         self,
         weights: str | None = None,
         device: str = "auto",
-        batch_size: int = 16,
-        min_score: float = 0.0,
+        batch_size: int = _DEFAULTS.batch_size,
+        min_score: float = _DEFAULTS.min_score,
         feature_store: FeatureStore | None = None,
         model: torch.nn.Module | None = None,
         random_init: bool = False,
@@ -86,12 +104,19 @@ class PairVPRReranker:
         if not self._check(dense):
             self.store.put(keyframe.id, {DENSE: dense})
 
+    def reset(self) -> None:
+        self.store.clear()
+
     def _tensor(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        import torch
+
         batch = np.stack([np.asarray(a, dtype=np.float32) for a in arrays])
         return torch.from_numpy(batch).to(self.device, self.dtype)
 
     def pair_scores(self, dense_q: np.ndarray, dense_db: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(s(q, db), s(db, q)) for every database entry, in chunks of ``batch_size``."""
+        import torch
+
         forward, backward = [], []
         with torch.inference_mode():
             query = self._tensor([dense_q])  # batch 1: the model shares it across the chunk
@@ -134,3 +159,43 @@ class PairVPRReranker:
             else:
                 results.append(Verification(cand, score, -1, False, f"{parts} < {self.min_score:g}"))
         return sort_verifications(results)
+
+
+def pair_classifier_checkpoint(params: PairVPRParams, config) -> tuple[str, str | None]:
+    """(registry model, checkpoint or None) of the pair classifier for a pipeline ``config``.
+
+    The pair classifier is the descriptor model's own decoder (ViT-B, L or G) when the
+    descriptor model is a Pair-VPR one, with its checkpoint unless ``weights`` names another.
+    """
+    same = config.model.startswith("pairvpr")
+    weights = params.weights or (config.weights if same else "")
+    return (config.model if same else "pairvpr"), (weights or None)
+
+
+def _build(params: PairVPRParams, context: RerankerContext) -> PairVPRReranker:
+    model_name, weights = pair_classifier_checkpoint(params, context.config)
+    return PairVPRReranker(
+        weights=weights,
+        device=context.config.device,
+        batch_size=params.batch_size,
+        min_score=params.min_score,
+        feature_store=context.feature_store,
+        model=context.model,
+        model_name=model_name,
+    )
+
+
+def _shares_model(params: PairVPRParams, model_spec) -> bool:
+    # A descriptor model with dense features is a Pair-VPR one: its decoder is the classifier,
+    # unless another checkpoint was asked for.
+    return DENSE in model_spec.local_features and not params.weights
+
+
+SPEC = RerankerSpec(
+    name="pairvpr",
+    params=PairVPRParams,
+    build=_build,
+    description="Pair-VPR pair classifier on the model's dense features (needs model pairvpr*)",
+    local_features=lambda exposed: (DENSE,) if DENSE in exposed else (),
+    shares_model=_shares_model,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,9 +10,17 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..image_conversion import decode_compressed, decode_depth, decode_raw, encode_rgb8
+from ..geometry import matrix_to_quaternion, pose_matrix
+from ..image_conversion import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    decode_compressed,
+    decode_depth,
+    decode_raw,
+    encode_rgb8,
+)
+from ..map.session import SessionInfo
 from ..msg import Keyframe as KeyframeMsg
-from ..msg import LocalFeatures, LoopClosure
+from ..msg import LocalFeatures, LoopCandidates, LoopClosure, MapInfo
 from ..types import Candidate, Keyframe, LoopDecision, LoopStatus, RelativePose, Verification
 
 
@@ -24,15 +33,20 @@ def sec_to_stamp(t: float) -> Time:
     return Time(sec=int(sec), nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
 
 
-def image_msg_to_rgb(msg) -> np.ndarray:
-    """sensor_msgs/Image or CompressedImage -> RGB uint8 (raises BadImageError)."""
+def image_msg_to_rgb(msg, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """sensor_msgs/Image or CompressedImage -> RGB uint8 (raises BadImageError, "too_large"
+    over ``max_pixels`` before decoding)."""
     if isinstance(msg, CompressedImage):
-        return decode_compressed(msg.format, msg.data)
-    return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+        return decode_compressed(msg.format, msg.data, max_pixels)
+    return decode_raw(
+        msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), max_pixels
+    )
 
 
-def depth_msg_to_array(msg: Image) -> np.ndarray:
-    return decode_depth(msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian))
+def depth_msg_to_array(msg: Image, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    return decode_depth(
+        msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), max_pixels
+    )
 
 
 def rgb_to_image_msg(image: np.ndarray, header=None) -> Image:
@@ -54,39 +68,24 @@ def camera_matrix_from_info(info: CameraInfo) -> np.ndarray | None:
     return k if k[0, 0] > 0 and k[1, 1] > 0 else None
 
 
-def pose_to_matrix(pose: Pose) -> np.ndarray:
-    x, y, z, w = pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w
-    n = math.sqrt(x * x + y * y + z * z + w * w) or 1.0
-    x, y, z, w = x / n, y / n, z / n, w / n
-    m = np.eye(4)
-    m[:3, :3] = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ]
-    m[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    return m
+def pose_to_matrix(pose: Pose) -> np.ndarray | None:
+    """4x4 pose, or None for a non-finite position or a zero/non-finite quaternion (broken
+    odometry: inventing an identity rotation would pass it off as a real pose). A finite,
+    non-unit quaternion is normalised, as ROS does."""
+    o, p = pose.orientation, pose.position
+    if not all(math.isfinite(v) for v in (p.x, p.y, p.z)):
+        return None
+    try:
+        return pose_matrix((p.x, p.y, p.z), (o.x, o.y, o.z, o.w))
+    except ValueError:
+        return None
 
 
 def matrix_to_pose(rotation: np.ndarray, translation: np.ndarray) -> Pose:
-    r = np.asarray(rotation, dtype=np.float64)
-    # Shepperd's method: pick the largest diagonal term for numerical stability.
-    trace = np.trace(r)
-    if trace > 0:
-        s = 2.0 * math.sqrt(trace + 1.0)
-        w, x, y, z = 0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s
-    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
-        w, x, y, z = (r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s
-    elif r[1, 1] > r[2, 2]:
-        s = 2.0 * math.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
-        w, x, y, z = (r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s
-    else:
-        s = 2.0 * math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
-        w, x, y, z = (r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s
     pose = Pose()
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in np.ravel(translation)[:3])
-    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
+    q = matrix_to_quaternion(rotation)
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = q
     return pose
 
 
@@ -117,13 +116,13 @@ def keyframe_to_msg(kf: Keyframe, model: str, with_image: bool = True) -> Keyfra
     return msg
 
 
-def keyframe_from_msg(msg: KeyframeMsg) -> Keyframe:
+def keyframe_from_msg(msg: KeyframeMsg, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Keyframe:
     image = depth = camera_matrix = None
     if msg.image.width and msg.image.height:
-        image = image_msg_to_rgb(msg.image)
+        image = image_msg_to_rgb(msg.image, max_pixels)
         camera_matrix = camera_matrix_from_info(msg.camera_info)
     if msg.depth.width and msg.depth.height:
-        depth = depth_msg_to_array(msg.depth)
+        depth = depth_msg_to_array(msg.depth, max_pixels)
     return Keyframe(
         id=int(msg.id),
         stamp=stamp_to_sec(msg.header.stamp),
@@ -141,10 +140,24 @@ def keyframe_from_msg(msg: KeyframeMsg) -> Keyframe:
 
 
 def candidates_from_msg(msg) -> list[Candidate]:
+    frames = list(msg.candidate_frame_ids) or [""] * len(msg.candidate_ids)
     return [
-        Candidate(int(i), stamp_to_sec(s), float(sim))
-        for i, s, sim in zip(msg.candidate_ids, msg.candidate_stamps, msg.similarities, strict=True)
+        Candidate(int(i), stamp_to_sec(s), float(sim), frame)
+        for i, s, sim, frame in zip(
+            msg.candidate_ids, msg.candidate_stamps, msg.similarities, frames, strict=True
+        )
     ]
+
+
+def candidates_to_msg(header, query: Keyframe, candidates: list[Candidate], model: str) -> LoopCandidates:
+    out = LoopCandidates()
+    out.header = header
+    out.query = keyframe_to_msg(query, model, with_image=True)
+    out.candidate_ids = [c.id for c in candidates]
+    out.candidate_stamps = [sec_to_stamp(c.stamp) for c in candidates]
+    out.candidate_frame_ids = [c.frame_id for c in candidates]
+    out.similarities = [c.similarity for c in candidates]
+    return out
 
 
 def verification_to_msg(query: Keyframe, v: Verification, model: str, reranker: str) -> LoopClosure:
@@ -156,7 +169,7 @@ def verification_to_msg(query: Keyframe, v: Verification, model: str, reranker: 
     msg.reason = v.reason
     msg.query_id, msg.match_id = int(query.id), int(v.candidate.id)
     msg.query_stamp, msg.match_stamp = msg.header.stamp, sec_to_stamp(v.candidate.stamp)
-    msg.query_frame_id = query.frame_id
+    msg.query_frame_id, msg.match_frame_id = query.frame_id, v.candidate.frame_id
     msg.similarity = float(v.candidate.similarity)
     msg.reranker_score = float(v.score)
     msg.inliers = int(v.inliers)
@@ -171,10 +184,12 @@ def verification_to_msg(query: Keyframe, v: Verification, model: str, reranker: 
 
 def verification_from_msg(msg: LoopClosure) -> Verification:
     pose = None
-    if msg.has_relative_pose:
-        m = pose_to_matrix(msg.relative_pose)
+    m = pose_to_matrix(msg.relative_pose) if msg.has_relative_pose else None
+    if m is not None:  # an invalid relative pose is dropped, the verification kept
         pose = RelativePose(m[:3, :3], m[:3, 3], msg.pose_is_metric, np.asarray(msg.covariance).reshape(6, 6))
-    cand = Candidate(int(msg.match_id), stamp_to_sec(msg.match_stamp), float(msg.similarity))
+    cand = Candidate(
+        int(msg.match_id), stamp_to_sec(msg.match_stamp), float(msg.similarity), msg.match_frame_id
+    )
     return Verification(
         cand,
         float(msg.reranker_score),
@@ -202,15 +217,22 @@ def decision_to_msg(decision: LoopDecision, template: LoopClosure | None, frame_
     return msg
 
 
+def map_info_to_msg(info: SessionInfo) -> MapInfo:
+    """The map session's announcement; the caller stamps the header."""
+    return MapInfo(**dataclasses.asdict(info))  # the same field names on both sides
+
+
 __all__ = [
     "LoopStatus",
     "camera_matrix_from_info",
     "candidates_from_msg",
+    "candidates_to_msg",
     "decision_to_msg",
     "depth_msg_to_array",
     "image_msg_to_rgb",
     "keyframe_from_msg",
     "keyframe_to_msg",
+    "map_info_to_msg",
     "matrix_to_pose",
     "pose_to_matrix",
     "sec_to_stamp",

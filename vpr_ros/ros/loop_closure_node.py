@@ -8,21 +8,22 @@ keyframe positions and the accepted loop edges between them in RViz.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import math
+from collections import Counter, OrderedDict, deque
 
 from geometry_msgs.msg import Point
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ..map_store import read_payload_pose
+from ..map import read_payload_pose
 from ..msg import Keyframe as KeyframeMsg
 from ..msg import LoopClosure, LoopClosureArray, MapInfo
 from ..pipeline import build_decider
 from ..types import LoopStatus
 from .conversions import decision_to_msg, stamp_to_sec, verification_from_msg
-from .diagnostics import OK, NodeDiagnostics
-from .params import declare_pipeline_parameters, read_pipeline_config
+from .diagnostics import OK, WARN, NodeDiagnostics
+from .guard import callback_errors, guarded
+from .params import declare_node_parameters, declare_pipeline_parameters, read_pipeline_config
 from .qos import LATCHED
 
 PARAMETERS = [
@@ -35,33 +36,27 @@ PARAMETERS = [
 ]
 MAX_MARKER_EDGES = 10000  # newest loop edges drawn
 MAX_MARKER_KEYFRAMES = 20000  # newest keyframe positions drawn
+# Keyframe positions kept for markers (about 400 B each, so ~8 MB at most); the least recently
+# used go first. No more than are drawn: a keyframe flood must not grow the node without bound.
+MAX_KEYFRAME_POSITIONS = MAX_MARKER_KEYFRAMES
 
 
 class LoopClosureNode(Node):
     def __init__(self, **kwargs):
         super().__init__("loop_closure_node", **kwargs)
         declare_pipeline_parameters(self, PARAMETERS)
-        self.declare_parameter("publish_rejected", True)
-        self.declare_parameter(
-            "log_rejected", True, ParameterDescriptor(description="log one line per rejected query (info)")
-        )
-        self.declare_parameter(
-            "marker_frame_id",
-            "odom",
-            ParameterDescriptor(description="frame of the odometry poses, for vpr/markers"),
-        )
-        self.declare_parameter(
-            "diagnostics_period", 1.0, ParameterDescriptor(description="seconds between /diagnostics")
-        )
+        declare_node_parameters(self, "loop_closure_node")
         self.config = read_pipeline_config(self, PARAMETERS)
         self.decider = build_decider(self.config)
         self.log_rejected = bool(self.get_parameter("log_rejected").value)
         self.marker_frame = self.get_parameter("marker_frame_id").value
         self.counts: Counter = Counter()
+        self._last_diag_errors = 0  # callback errors at the last diagnostics report
         # Verified candidates of recent unconfirmed queries, by query id then match id.
         self._pending: dict[int, dict[int, LoopClosure]] = {}
-        # Keyframe positions (from odometry) and accepted loop edges, for markers.
-        self._positions: dict[int, tuple[float, float, float] | None] = {}
+        # Keyframe positions (from odometry) and accepted loop edges, for markers; a position
+        # is None for a saved keyframe without one (so the map is read once per id).
+        self._positions: OrderedDict[int, tuple[float, float, float] | None] = OrderedDict()
         self._edges: deque[tuple[int, int]] = deque(maxlen=MAX_MARKER_EDGES)
         self._markers_dirty = False
         self._session: str | None = None
@@ -69,10 +64,17 @@ class LoopClosureNode(Node):
         self.loop_pub = self.create_publisher(LoopClosure, "vpr/loop_closures", 50)
         self.rejected_pub = self.create_publisher(LoopClosure, "vpr/rejected", 10)
         self.marker_pub = self.create_publisher(MarkerArray, "vpr/markers", 2)
-        self.create_subscription(LoopClosureArray, "vpr/verified", self._on_verified, 50)
-        self.create_subscription(KeyframeMsg, "vpr/keyframes", self._on_keyframe, 50)
-        self.create_subscription(MapInfo, "vpr/map_info", self._on_map_info, LATCHED)
-        self.create_timer(1.0, self._publish_markers)
+        # One bad message or map file is counted and logged, never the end of the node.
+        self.create_subscription(
+            LoopClosureArray, "vpr/verified", guarded(self, "verified", self._on_verified), 50
+        )
+        self.create_subscription(
+            KeyframeMsg, "vpr/keyframes", guarded(self, "keyframes", self._on_keyframe), 50
+        )
+        self.create_subscription(
+            MapInfo, "vpr/map_info", guarded(self, "map_info", self._on_map_info), LATCHED
+        )
+        self.create_timer(1.0, guarded(self, "markers", self._publish_markers))
         self.diagnostics = NodeDiagnostics(
             self, "loop closure", self._diagnostics, self.get_parameter("diagnostics_period").value
         )
@@ -91,10 +93,17 @@ class LoopClosureNode(Node):
         self._markers_dirty = True  # edges to saved keyframes can be drawn now
 
     def _on_keyframe(self, msg: KeyframeMsg) -> None:
-        if msg.has_pose:
-            p = msg.pose.position
-            self._positions[int(msg.id)] = (p.x, p.y, p.z)
+        p = msg.pose.position
+        if msg.has_pose and all(math.isfinite(v) for v in (p.x, p.y, p.z)):
+            self._remember(int(msg.id), (p.x, p.y, p.z))
             self._markers_dirty = True
+
+    def _remember(self, kf_id: int, position) -> None:
+        self._positions[kf_id] = position
+        self._positions.move_to_end(kf_id)
+        while len(self._positions) > MAX_KEYFRAME_POSITIONS:
+            self._positions.popitem(last=False)
+            self.counts["positions_evicted"] += 1
 
     def _on_verified(self, msg: LoopClosureArray) -> None:
         verifications = [verification_from_msg(c) for c in msg.closures]
@@ -138,12 +147,22 @@ class LoopClosureNode(Node):
     # -- markers -----------------------------------------------------------------------------------
     def _position(self, kf_id: int):
         """Position of a keyframe: from vpr/keyframes, else from the saved map (read once)."""
-        if kf_id not in self._positions:
-            if not self._map_path:
-                return None  # no map announced (yet): ask again on the next drawing
+        if kf_id in self._positions:
+            self._positions.move_to_end(kf_id)  # edge ends are used on every drawing: keep them
+            return self._positions[kf_id]
+        if not self._map_path:
+            return None  # no map announced (yet): ask again on the next drawing
+        try:
             pose = read_payload_pose(self._map_path, kf_id)
-            self._positions[kf_id] = None if pose is None else tuple(float(v) for v in pose[:3, 3])
-        return self._positions[kf_id]
+            position = None if pose is None else tuple(float(v) for v in pose[:3, 3])
+        except Exception as exc:  # a malformed meta.json (e.g. a 3-element pose): no position
+            self.counts["bad_map_poses"] += 1
+            self.get_logger().warning(f"keyframe {kf_id}: unreadable pose in map {self._map_path}: {exc}")
+            position = None
+        if position is not None and not all(math.isfinite(v) for v in position):
+            position = None
+        self._remember(kf_id, position)
+        return position
 
     def markers(self) -> MarkerArray:
         stamp = self.get_clock().now().to_msg()
@@ -184,6 +203,14 @@ class LoopClosureNode(Node):
         values["keyframes_with_pose"] = sum(p is not None for p in self._positions.values())
         values["loop_edges_drawn"] = self.counts["edges_drawn"]
         values["map_changes"] = self.counts["map_changes"]
+        values["keyframe_positions_evicted"] = self.counts["positions_evicted"]
+        values["bad_map_poses"] = self.counts["bad_map_poses"]
+        errors = callback_errors(self.counts)
+        values.update(errors)
+        total = sum(errors.values())
+        new_errors, self._last_diag_errors = total - self._last_diag_errors, total
+        if new_errors:
+            return WARN, f"{new_errors} callback errors since the last report (see the log)", values
         return OK, f"{self.counts['loop_closures']} loop closures, {values['decisions']} decisions", values
 
 

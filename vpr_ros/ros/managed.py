@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+
+from .params import declare_node_parameters
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -26,13 +27,8 @@ class StartupError(RuntimeError):
 class ManagedNode(LifecycleNode):
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
-        self.declare_parameter(
-            "autostart",
-            True,
-            ParameterDescriptor(
-                description="configure and activate at start-up (false: wait for a lifecycle manager)"
-            ),
-        )
+        # Node-only parameters (autostart, topics, diagnostics...) from node_parameters.py.
+        declare_node_parameters(self, node_name)
         self.startup_error: str | None = None
         self.active = False
         # Counts of workers from earlier activations, so diagnostics survive a reactivation.

@@ -1,27 +1,58 @@
-"""Declare node parameters from PipelineConfig (same names, defaults, descriptions)."""
+"""Declare node parameters from the two tables: PipelineConfig (with the re-rankers') and
+node_parameters.NODE_PARAMETERS. Same names, defaults, descriptions and numeric ranges."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+import sys
 
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from ..config import PipelineConfig
+from ..node_parameters import parameters_of
+
+_INT64_MAX = 2**63 - 1
+
+
+def descriptor_for(description: str, default, value_range=None, choices=None) -> ParameterDescriptor:
+    """A ParameterDescriptor; an inclusive ``value_range`` becomes a ROS integer/float range
+    (rcl then refuses out-of-range sets), ``choices`` are listed in the constraints text."""
+    desc = ParameterDescriptor(description=description)
+    if choices:
+        desc.additional_constraints = "one of: " + ", ".join(map(str, choices))
+    if value_range is None or isinstance(default, bool):
+        return desc
+    low, high = value_range
+    if isinstance(default, int):
+        low = -_INT64_MAX if low is None else int(low)
+        high = _INT64_MAX if high is None else int(high)
+        desc.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+    elif isinstance(default, float):
+        low = -sys.float_info.max if low is None else float(low)
+        high = sys.float_info.max if high is None else float(high)
+        desc.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+    return desc
 
 
 def declare_pipeline_parameters(node, names: list[str]) -> None:
-    defaults = PipelineConfig()
+    defaults = PipelineConfig().to_dict()  # re-rankers' parameters too
+    metadata = PipelineConfig.parameter_metadata()
     descriptions = PipelineConfig.descriptions()
     for name in names:
-        default = getattr(defaults, name)
+        default = defaults[name]
         if isinstance(default, float) and math.isinf(default):
             default = float(default)  # ROS accepts inf for double parameters
-        node.declare_parameter(name, default, ParameterDescriptor(description=descriptions[name]))
+        meta = metadata[name]
+        node.declare_parameter(
+            name, default, descriptor_for(descriptions[name], default, meta.get("range"), meta.get("choices"))
+        )
+
+
+def declare_node_parameters(node, node_name: str) -> None:
+    """The node-only parameters (topics, persistence, diagnostics...) of ``node_name``."""
+    for p in parameters_of(node_name):
+        node.declare_parameter(p.name, p.default, descriptor_for(p.description, p.default, p.range))
 
 
 def read_pipeline_config(node, names: list[str]) -> PipelineConfig:
     return PipelineConfig.from_dict({name: node.get_parameter(name).value for name in names})
-
-
-ALL_PIPELINE_PARAMETERS = [f.name for f in fields(PipelineConfig)]

@@ -74,12 +74,17 @@ class SequencePlayer(Node):
             self.rejected.append(msg)
             self._lock.notify_all()
 
-    def wait_for_graph(self, timeout: float = 30.0) -> None:
+    def wait_for_graph(self, timeout: float = 30.0, abort=None) -> None:
         """Block until the descriptor node listens, the loop-closure node publishes, and (from
         their /diagnostics) the descriptor's candidates and the re-ranker's verdicts have a
-        matched subscriber: messages sent before DDS matched both ends are lost."""
+        matched subscriber: messages sent before DDS matched both ends are lost.
+
+        ``abort``: called while waiting; a message it returns (a node process died) is raised
+        as RuntimeError at once instead of waiting out the timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if abort is not None and (error := abort()):
+                raise RuntimeError(error)
             with self._lock:
                 pipeline = self._connected("descriptor_node", "candidates_subscribers") and self._connected(
                     "reranker_node", "verified_subscribers"

@@ -11,3 +11,11 @@ LATCHED = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
+
+
+def image_qos(reliability: str, depth: int) -> QoSProfile:
+    """Camera subscriptions: the newest ``depth`` images, reliable or best effort."""
+    if reliability not in ("reliable", "best_effort"):
+        raise ValueError(f"image_reliability must be 'reliable' or 'best_effort', got '{reliability}'")
+    policy = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=policy)

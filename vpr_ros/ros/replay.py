@@ -11,15 +11,10 @@ to the arrival of the loop-closure decision on it.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +22,12 @@ import rclpy
 import yaml
 from rclpy.executors import SingleThreadedExecutor
 
-from ..config import ROS_NODE_PARAMETERS, PipelineConfig
+from ..config import PipelineConfig
 from ..evaluation.run import ClosureRecord, KeyframeRecord, RunRecord
 from ..evaluation.sources import SourceFrame
 from ..msg import LoopClosureArray
+from ..node_parameters import NODE_PARAMETERS
+from . import processes
 from .player import SequencePlayer
 
 IMAGE_TOPIC = "/vpr_eval/image_raw"
@@ -46,43 +43,17 @@ class ReplayError(RuntimeError):
 
 
 def private_domain_id() -> int:
-    """A ROS_DOMAIN_ID away from 0 and from the test suite's 10-59 range.
-
-    Below 100: DDS ports of higher domains fall in Linux's ephemeral port range.
-    """
-    return 60 + os.getpid() % 30
-
-
-def find_executable(name: str) -> str:
-    """A vpr_ros node executable from the ament index (installed package), else PATH."""
-    try:
-        from ament_index_python.packages import get_package_prefix
-
-        path = Path(get_package_prefix("vpr_ros")) / "lib" / "vpr_ros" / name
-        if path.is_file():
-            return str(path)
-    except Exception:  # no ament index: a plain PATH lookup is all there is
-        pass
-    found = shutil.which(name)
-    if found is None:
-        raise ReplayError(
-            f"node executable '{name}' not found: build the package (colcon build) and source "
-            "install/setup.bash, or evaluate offline (without --replay)"
-        )
-    return found
-
-
-# Node-only parameters a replay must not take from the user's file: a persistent map would be
-# loaded into (and saved over by) the evaluation; the rest would starve the bookkeeping.
-NOT_FORWARDED = frozenset(
-    {"map_path", "map_save_period", "autostart", "publish_rejected", "odom_topic", "depth_topic"}
-)
+    """A ROS_DOMAIN_ID away from 0 and from the test suite's 10-59 range."""
+    return processes.private_domain_id(60, 30)
 
 
 def node_parameters(config: PipelineConfig, params: dict) -> dict:
     """Everything the nodes need, typed like their declarations (a 0 stays a double)."""
-    out = {f.name: getattr(config, f.name) for f in fields(PipelineConfig) if f.name in params}
-    out.update({k: v for k, v in params.items() if k in ROS_NODE_PARAMETERS and k not in NOT_FORWARDED})
+    # to_dict(): the re-rankers' parameters are not fields of PipelineConfig.
+    out = {k: v for k, v in config.to_dict().items() if k in params}
+    # Rows with replay=False (map_path, autostart...) are never taken from the user's file: a
+    # persistent map would be loaded into (and saved over by) the evaluation.
+    out.update({k: v for k, v in params.items() if k in NODE_PARAMETERS and NODE_PARAMETERS[k].replay})
     out.update(
         image_topic=IMAGE_TOPIC,
         camera_info_topic=CAMERA_INFO_TOPIC,
@@ -147,66 +118,6 @@ def _ns(stamp: float) -> int:
     return int(round(stamp * 1e9))
 
 
-class _Graph:
-    """The node processes; their output goes to log files next to the report."""
-
-    def __init__(self, names: list[str], args: list[str], domain_id: int, log_dir: Path):
-        env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), PYTHONUNBUFFERED="1")
-        env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # large images between processes
-        self.procs = []
-        log_dir.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            log_path = log_dir / f"{name}.log"
-            log = log_path.open("w")
-            proc = subprocess.Popen(
-                [find_executable(name), *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-            self.procs.append((name, proc, log, log_path))
-
-    def dead(self) -> list[str]:
-        return [name for name, proc, _, _ in self.procs if proc.poll() is not None]
-
-    def logs(self, tail: int = 2000) -> str:
-        return "\n".join(
-            f"--- {name} ({path}) ---\n{path.read_text(errors='replace')[-tail:]}"
-            for name, _, _, path in self.procs
-        )
-
-    def stop(self, timeout: float = 10.0) -> None:
-        for _, proc, _, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for _, proc, log, _ in self.procs:
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
-
-
-def _wait_for_graph(player: ReplayPlayer, graph: _Graph, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if dead := graph.dead():
-            raise ReplayError(f"node process(es) {', '.join(dead)} exited during start-up:\n{graph.logs()}")
-        ready = (
-            player.image_pub.get_subscription_count() > 0
-            and player.count_subscribers("vpr/candidates") > 0
-            and player.count_subscribers("vpr/verified") > 0
-            and player.count_publishers("vpr/loop_closures") > 0
-        )
-        if ready:
-            time.sleep(1.0)  # let the subscribers' side of discovery settle too
-            return
-        time.sleep(0.2)
-    raise ReplayError(f"the vpr_ros graph was not up after {timeout:.0f} s:\n{graph.logs()}")
-
-
 def run_replay(
     frames: Iterable[SourceFrame],
     config: PipelineConfig,
@@ -229,7 +140,12 @@ def run_replay(
     params_path.write_text(
         yaml.safe_dump({"/**": {"ros__parameters": node_parameters(config, params)}}, sort_keys=False)
     )
-    nodes = _Graph(GRAPHS[graph], ["--ros-args", "--params-file", str(params_path)], domain_id, log_dir)
+    try:
+        nodes = processes.NodeGroup(
+            GRAPHS[graph], ["--ros-args", "--params-file", str(params_path)], domain_id, log_dir
+        )
+    except FileNotFoundError as err:
+        raise ReplayError(f"{err}; or evaluate offline (without --replay)") from None
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
     player = ReplayPlayer(context=context)
@@ -239,7 +155,12 @@ def run_replay(
     spinner.start()
     run = RunRecord("replay")
     try:
-        _wait_for_graph(player, nodes, timeout)
+        try:
+            player.wait_for_graph(timeout, abort=lambda: _died(nodes, "start-up"))
+        except TimeoutError as err:
+            raise ReplayError(f"{err}\n{nodes.logs()}") from None
+        except RuntimeError as err:  # a node process died (the message has its log)
+            raise ReplayError(str(err)) from None
         t_start = time.monotonic()
         published = 0
         for frame in frames:
@@ -259,8 +180,8 @@ def run_replay(
                 pending = set(player.keyframes) - set(player.decided_at)
             if not pending and time.monotonic() - player.last_message > settle_s:
                 break
-            if dead := nodes.dead():
-                raise ReplayError(f"node process(es) {', '.join(dead)} died during replay:\n{nodes.logs()}")
+            if error := _died(nodes, "replay"):
+                raise ReplayError(error)
             time.sleep(0.1)
         run.wall_time_s = time.monotonic() - t_start
     finally:
@@ -309,6 +230,11 @@ def run_replay(
         "logs": str(log_dir),
     }
     return run
+
+
+def _died(nodes: processes.NodeGroup, phase: str) -> str | None:
+    dead = nodes.dead()
+    return f"node process(es) {', '.join(dead)} exited during {phase}:\n{nodes.logs()}" if dead else None
 
 
 def _status_name(status: int | None) -> str:

@@ -18,14 +18,14 @@ from collections import Counter, OrderedDict
 
 import cv2
 import numpy as np
-from rcl_interfaces.msg import ParameterDescriptor
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ..debug_image import draw_pair, find_matches
-from ..map_store import read_payload
+from ..map import read_payload
 from ..msg import LoopCandidates, LoopClosureArray, MapInfo
 from ..pipeline import VerificationStage
+from ..rerank import reranker_parameters
 from ..runtime_stats import LatencyWindow
 from .conversions import (
     candidates_from_msg,
@@ -40,28 +40,25 @@ from .params import declare_pipeline_parameters, read_pipeline_config
 from .qos import LATCHED
 from .worker import BoundedWorker
 
+# The generic ones; parameter_names() adds every registered re-ranker's own, so that no value
+# of a params file that the offline tools use is ignored here.
 PARAMETERS = [
     "reranker",
-    "geometric_feature",
-    "geometric_max_features",
-    "geometric_ratio",
-    "geometric_min_matches",
-    "geometric_min_inliers",
-    "geometric_ransac_threshold_px",
     "feature_ram_budget_mb",
     "feature_fp16",
     "feature_spill_dir",
-    "pairvpr_weights",
-    "pairvpr_batch_size",
-    "pairvpr_min_score",
-    "keypatch_threshold",
-    "keypatch_ransac_factor",
-    "keypatch_min_inliers",
     "device",
     "model",  # with weights: the checkpoint the pair classifier shares with model:=pairvpr
     "weights",
     "queue_size",
 ]
+
+
+def parameter_names() -> list[str]:
+    """PARAMETERS plus the parameters of every re-ranker registered by now."""
+    return PARAMETERS + list(reranker_parameters())
+
+
 # Debug pictures need the match keyframe's image; recent ones are kept compressed in RAM.
 DEBUG_IMAGE_CACHE_BYTES = 64 * 2**20
 
@@ -73,15 +70,8 @@ class RerankerNode(ManagedNode):
         self.worker = self.stage = None  # destroy_node may run after a failed constructor
         self.active = False
         super().__init__("reranker_node", **kwargs)
-        declare_pipeline_parameters(self, PARAMETERS)
-        self.declare_parameter(
-            "publish_debug_image",
-            False,
-            ParameterDescriptor(description="publish vpr/debug_image: query and best match, inliers drawn"),
-        )
-        self.declare_parameter(
-            "diagnostics_period", 1.0, ParameterDescriptor(description="seconds between /diagnostics")
-        )
+        self.parameter_names = parameter_names()
+        declare_pipeline_parameters(self, self.parameter_names)
         self.stage: VerificationStage | None = None
         self.worker: BoundedWorker | None = None
         self.counts: Counter = Counter()
@@ -103,7 +93,7 @@ class RerankerNode(ManagedNode):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _configure(self) -> None:
-        self.config = read_pipeline_config(self, PARAMETERS)
+        self.config = read_pipeline_config(self, self.parameter_names)
         self.debug_image = bool(self.get_parameter("publish_debug_image").value)
         if not self._publishers_made:
             self.pub = self.create_lifecycle_publisher(LoopClosureArray, "vpr/verified", 10)
@@ -164,7 +154,7 @@ class RerankerNode(ManagedNode):
             if self._session is not None and msg.session != self._session and self.stage is not None:
                 # Keyframe ids may now mean other images: forget every feature and start over.
                 stale = self.worker.clear() if self.worker is not None else 0
-                self.stage = VerificationStage(self.config)
+                self.stage.reset()  # keeps a loaded model (Pair-VPR: 200 M parameters)
                 self._known.clear()
                 self._missing.clear()
                 self._images.clear()

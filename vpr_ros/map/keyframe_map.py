@@ -8,7 +8,7 @@ pending buffer until ``train_size`` descriptors have arrived, then trained once.
 
 ``snapshot()`` copies the whole map state into plain arrays and lists (fast, so a caller can
 hold its lock only for that), and ``KeyframeMap.restore`` rebuilds a map from one; the files
-on disk are ``map_store``'s business.
+on disk are ``store``'s business.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from .types import Candidate
+from ..types import Candidate
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class KeyframeMap:
         while True:
             ids, sims = self._raw_search(x, want)
             out = [
-                Candidate(int(i), self.records[int(i)].stamp, float(s))
+                Candidate(int(i), self.records[int(i)].stamp, float(s), self.records[int(i)].frame_id)
                 for i, s in zip(ids, sims, strict=True)
                 if allowed(int(i)) and s >= min_similarity
             ]

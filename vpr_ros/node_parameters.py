@@ -1,0 +1,123 @@
+"""Parameters that only the ROS nodes read (topics, QoS, persistence, lifecycle, diagnostics).
+
+The pipeline's own parameters live in ``config.PipelineConfig`` (and each re-ranker's in its
+registry row); this is the one table for the rest. The nodes declare these rows (same names,
+defaults, descriptions and numeric ranges), the launch file takes its argument defaults and
+descriptions from them, replay forwards the rows marked ``replay``, and the README tables are
+generated from both tables (``python -m vpr_ros.apps.parameter_docs``). Offline tools accept
+and ignore these names, so one params file serves the robot and ``evaluate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DESCRIPTOR, RERANKER, LOOP_CLOSURE = "descriptor_node", "reranker_node", "loop_closure_node"
+ALL_NODES = (DESCRIPTOR, RERANKER, LOOP_CLOSURE)
+
+
+@dataclass(frozen=True)
+class NodeParameter:
+    name: str
+    default: Any
+    description: str
+    nodes: tuple[str, ...]
+    range: tuple[float, float] | None = None  # inclusive; declared as a ROS integer/float range
+    replay: bool = True  # forwarded from a params file to the nodes a replay starts
+
+
+def _row(name, default, description, nodes, range=None, replay=True) -> NodeParameter:
+    return NodeParameter(name, default, description, tuple(nodes), range, replay)
+
+
+NODE_PARAMETERS: dict[str, NodeParameter] = {
+    p.name: p
+    for p in [
+        # camera input (descriptor node)
+        _row(
+            "image_topic", "/camera/image_raw", "camera image topic (Image, or CompressedImage)", [DESCRIPTOR]
+        ),
+        _row("compressed", False, "subscribe to sensor_msgs/CompressedImage instead of Image", [DESCRIPTOR]),
+        _row(
+            "camera_info_topic",
+            "",
+            "sensor_msgs/CameraInfo topic ('' = none: no relative poses)",
+            [DESCRIPTOR],
+        ),
+        _row(
+            "depth_topic",
+            "",
+            "aligned depth image topic, 16UC1 mm or 32FC1 m ('' = none: poses up to scale)",
+            [DESCRIPTOR],
+            replay=False,
+        ),
+        _row(
+            "odom_topic",
+            "",
+            "nav_msgs/Odometry topic for the motion keyframe gate and keyframe poses ('' = none)",
+            [DESCRIPTOR],
+            replay=False,
+        ),
+        _row("image_reliability", "reliable", "image QoS reliability: reliable or best_effort", [DESCRIPTOR]),
+        _row("camera_name", "", "camera name stored with each keyframe ('' = the node name)", [DESCRIPTOR]),
+        # persistence (descriptor node); a replay never loads or overwrites the user's map
+        _row(
+            "map_path",
+            "",
+            "directory of the saved map ('' = keep the map in memory only)",
+            [DESCRIPTOR],
+            replay=False,
+        ),
+        _row(
+            "map_save_period",
+            60.0,
+            "seconds between automatic saves of a changed map (0 = off)",
+            [DESCRIPTOR],
+            range=(0.0, 86400.0),
+            replay=False,
+        ),
+        # lifecycle
+        _row(
+            "autostart",
+            True,
+            "configure and activate at start-up (false: wait for a lifecycle manager)",
+            [DESCRIPTOR, RERANKER],
+            replay=False,
+        ),
+        # outputs
+        _row(
+            "publish_debug_image",
+            False,
+            "publish vpr/debug_image: query and best match with the inliers drawn",
+            [RERANKER],
+        ),
+        _row(
+            "publish_rejected",
+            True,
+            "publish every keyframe without a loop closure on vpr/rejected, with its reason",
+            [LOOP_CLOSURE],
+            replay=False,
+        ),
+        _row("log_rejected", True, "log one line per rejected query (info)", [LOOP_CLOSURE]),
+        _row("marker_frame_id", "odom", "frame of the odometry poses, for vpr/markers", [LOOP_CLOSURE]),
+        _row(
+            "diagnostics_period", 1.0, "seconds between /diagnostics reports", ALL_NODES, range=(0.01, 3600.0)
+        ),
+    ]
+}
+
+# Names every ROS node accepts that rclpy declares itself.
+ROS_BUILTIN_PARAMETERS = frozenset({"use_sim_time"})
+
+
+def node_only_parameter_names() -> frozenset[str]:
+    """Names the offline tools accept in a params file and ignore."""
+    return frozenset(NODE_PARAMETERS) | ROS_BUILTIN_PARAMETERS
+
+
+def parameters_of(node: str) -> list[NodeParameter]:
+    """The node-only parameters ``node`` (e.g. ``descriptor_node``) declares."""
+    if node not in ALL_NODES:
+        raise KeyError(f"unknown node '{node}'; known: {', '.join(ALL_NODES)}")
+    return [p for p in NODE_PARAMETERS.values() if node in p.nodes]
