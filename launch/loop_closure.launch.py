@@ -134,7 +134,8 @@ def _nodes(context):
             namespace=ns,
             output="screen",
             **restart,
-            parameters=[params_file],
+            # reranker: verdicts of any other re-ranker are refused.
+            parameters=[params_file, model_params(("reranker",))],
         ),
     ]
 

@@ -89,7 +89,9 @@ def _spin_until(executor, condition, timeout=10.0):
 
 
 def _accepted_closure(query_id: int, match_id: int) -> LoopClosureArray:
-    closure = LoopClosure(status=LoopClosure.ACCEPTED, query_id=query_id, match_id=match_id)
+    closure = LoopClosure(
+        status=LoopClosure.ACCEPTED, query_id=query_id, match_id=match_id, reranker="geometric"
+    )
     closure.similarity, closure.reranker_score, closure.inliers = 0.9, 50.0, 50
     return LoopClosureArray(query_id=query_id, closures=[closure])
 
@@ -101,13 +103,16 @@ def test_malformed_keyframe_meta_json_is_counted_and_the_node_lives_on(context, 
     folder.mkdir(parents=True)
     (folder / "meta.json").write_text(json.dumps({"id": 1, "pose": [1.0, 2.0, 3.0]}))
     node = LoopClosureNode(context=context, parameter_overrides=[Parameter("consistency", value=1)])
-    feeder = rclpy.create_node("feeder", context=context)
+    # The senders have the names the node trusts for these topics (ros/trust.py).
+    feeder = rclpy.create_node("descriptor_node", context=context)
+    verifier = rclpy.create_node("reranker_node", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(feeder)
+    executor.add_node(verifier)
     try:
         info_pub = feeder.create_publisher(MapInfo, "vpr/map_info", LATCHED)
-        verified_pub = feeder.create_publisher(LoopClosureArray, "vpr/verified", 10)
+        verified_pub = verifier.create_publisher(LoopClosureArray, "vpr/verified", 10)
         keyframe_pub = feeder.create_publisher(KeyframeMsg, "vpr/keyframes", 10)
         info_pub.publish(MapInfo(session="s1", path=str(tmp_path), event="activated"))
         assert _spin_until(executor, lambda: node._map_path == str(tmp_path))
@@ -137,6 +142,7 @@ def test_malformed_keyframe_meta_json_is_counted_and_the_node_lives_on(context, 
     finally:
         executor.shutdown()
         feeder.destroy_node()
+        verifier.destroy_node()
         node.destroy_node()
 
 

@@ -46,6 +46,12 @@ class PipelineConfig:
     weights: str = _p("", "checkpoint path; empty: cache dir, installed package, then official URL")
     device: str = _p("auto", "auto, cpu or cuda (cuda:N)")
     precision: str = _p("fp32", "fp32, fp16 or bf16 (reduced precision only on CUDA)")
+    # input
+    max_image_pixels: int = _p(
+        4096 * 4096,
+        "images with more pixels are refused before decoding (decompression bombs; 0 = no limit)",
+        (0, None),
+    )
     # keyframe gate
     keyframe_min_period: float = _p(0.5, "minimum seconds (message time) between keyframes", (0.0, None))
     keyframe_min_translation: float = _p(

@@ -101,6 +101,22 @@ NODE_PARAMETERS: dict[str, NodeParameter] = {
         ),
         _row("log_rejected", True, "log one line per rejected query (info)", [LOOP_CLOSURE]),
         _row("marker_frame_id", "odom", "frame of the odometry poses, for vpr/markers", [LOOP_CLOSURE]),
+        # who may send the inter-node messages (ros/trust.py; SROS2 for real authentication)
+        _row(
+            "check_senders",
+            True,
+            "accept vpr/map_info, vpr/candidates, vpr/verified only from the expected node",
+            [RERANKER, LOOP_CLOSURE],
+        ),
+        _row(
+            "descriptor_node_name",
+            "descriptor_node",
+            "name of the node that sends vpr/map_info, vpr/candidates and vpr/keyframes",
+            [RERANKER, LOOP_CLOSURE],
+        ),
+        _row(
+            "reranker_node_name", "reranker_node", "name of the node that sends vpr/verified", [LOOP_CLOSURE]
+        ),
         _row(
             "diagnostics_period", 1.0, "seconds between /diagnostics reports", ALL_NODES, range=(0.01, 3600.0)
         ),

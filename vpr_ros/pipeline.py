@@ -10,13 +10,14 @@ offline path and the ROS graph run the same code.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 from .config import PipelineConfig
 from .encoder import Encoder
 from .feature_store import FeatureStore
-from .geometry import scale_camera_matrix
+from .geometry import is_valid_pose, scale_camera_matrix
 from .image_conversion import resize_to_width
 from .keyframe_gate import KeyframeGate
 from .loop_closure import LoopClosureDecider
@@ -48,10 +49,13 @@ class DescriptorStage:
         self.local_feature_names = needed_local_features(config.reranker, self.encoder.spec.local_features)
 
     def process(self, frame: Frame) -> tuple[RetrievalResult | None, str]:
-        """Returns (result, gate reason); result is None when the gate rejects the frame."""
-        decision = self.gate.check(frame.stamp, frame.pose)
+        """Returns (result, gate reason); result is None when the gate rejects the frame.
+        A non-finite or non-rigid pose is dropped: it never reaches the map or the messages."""
+        decision = self.gate.check(frame.stamp, frame.pose)  # counts invalid poses itself
         if not decision.accept:
             return None, decision.reason
+        if frame.pose is not None and not is_valid_pose(frame.pose):
+            frame = dataclasses.replace(frame, pose=None)
         t0 = time.perf_counter()
         local_features = {}
         if self.local_feature_names:
@@ -78,13 +82,9 @@ class DescriptorStage:
             kf_id = self.map.add(
                 descriptor, frame.stamp, frame_id=frame.frame_id, camera=self.camera, pose=frame.pose
             )
-        image, scale = resize_to_width(frame.image, cfg.verification_image_width)
-        camera_matrix = scale_camera_matrix(frame.camera_matrix, scale)
-        depth = frame.depth
-        if depth is not None and scale != 1.0:
-            import cv2
-
-            depth = cv2.resize(depth, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        image, camera_matrix, depth = verification_view(
+            frame.image, frame.camera_matrix, frame.depth, cfg.verification_image_width
+        )
         keyframe = Keyframe(
             id=kf_id,
             stamp=frame.stamp,
@@ -98,6 +98,16 @@ class DescriptorStage:
             local_features=local_features,
         )
         return RetrievalResult(keyframe, candidates, (t1 - t0) * 1e3, (t2 - t1) * 1e3), decision.reason
+
+
+def verification_view(image, camera_matrix, depth, width: int):
+    """The image downscaled to at most ``width`` wide, with its intrinsics and depth to match."""
+    small, scale = resize_to_width(image, width)
+    if depth is not None and scale != 1.0:
+        import cv2
+
+        depth = cv2.resize(depth, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
+    return small, scale_camera_matrix(camera_matrix, scale), depth
 
 
 class VerificationStage:
@@ -115,7 +125,12 @@ class VerificationStage:
         self.reranker = build_reranker(config, self.feature_store, model)
 
     def process(self, query: Keyframe, candidates: list[Candidate]):
-        """Remember the query keyframe, then verify its candidates (best first)."""
+        """Remember the query keyframe, then verify its candidates (best first). A query image
+        wider than ``verification_image_width`` (another sender) is downscaled first."""
+        if query.image is not None and query.image.shape[1] > self.config.verification_image_width:
+            query.image, query.camera_matrix, query.depth = verification_view(
+                query.image, query.camera_matrix, query.depth, self.config.verification_image_width
+            )
         self.reranker.add_keyframe(query)
         return self.reranker.verify(query, candidates)
 

@@ -25,8 +25,10 @@ from .diagnostics import OK, WARN, NodeDiagnostics
 from .guard import callback_errors, guarded
 from .params import declare_node_parameters, declare_pipeline_parameters, read_pipeline_config
 from .qos import LATCHED
+from .trust import SenderCheck
 
 PARAMETERS = [
+    "reranker",  # verdicts from any other re-ranker are refused
     "min_similarity",
     "min_reranker_score",
     "consistency",
@@ -34,6 +36,7 @@ PARAMETERS = [
     "consistency_max_query_gap",
     "accept_score",
 ]
+MAX_DECIDED_QUERIES = 10000  # query ids remembered to refuse a verdict sent twice
 MAX_MARKER_EDGES = 10000  # newest loop edges drawn
 MAX_MARKER_KEYFRAMES = 20000  # newest keyframe positions drawn
 # Keyframe positions kept for markers (about 400 B each, so ~8 MB at most); the least recently
@@ -65,19 +68,66 @@ class LoopClosureNode(Node):
         self.rejected_pub = self.create_publisher(LoopClosure, "vpr/rejected", 10)
         self.marker_pub = self.create_publisher(MarkerArray, "vpr/markers", 2)
         # One bad message or map file is counted and logged, never the end of the node.
+        # Inter-node messages only from the nodes that send them (ros/trust.py).
+        self._check_senders = bool(self.get_parameter("check_senders").value)
+        descriptor = self.get_parameter("descriptor_node_name").value
+        self._senders = {
+            "vpr/verified": SenderCheck(self, "vpr/verified", self.get_parameter("reranker_node_name").value),
+            "vpr/keyframes": SenderCheck(self, "vpr/keyframes", descriptor),
+            "vpr/map_info": SenderCheck(self, "vpr/map_info", descriptor),
+        }
+        self._decided: OrderedDict[int, None] = OrderedDict()  # recent query ids with a verdict
         self.create_subscription(
-            LoopClosureArray, "vpr/verified", guarded(self, "verified", self._on_verified), 50
+            LoopClosureArray, "vpr/verified", guarded(self, "verified", self._on_verified_msg), 50
         )
         self.create_subscription(
-            KeyframeMsg, "vpr/keyframes", guarded(self, "keyframes", self._on_keyframe), 50
+            KeyframeMsg, "vpr/keyframes", guarded(self, "keyframes", self._on_keyframe_msg), 50
         )
         self.create_subscription(
-            MapInfo, "vpr/map_info", guarded(self, "map_info", self._on_map_info), LATCHED
+            MapInfo, "vpr/map_info", guarded(self, "map_info", self._on_map_info_msg), LATCHED
         )
         self.create_timer(1.0, guarded(self, "markers", self._publish_markers))
         self.diagnostics = NodeDiagnostics(
             self, "loop closure", self._diagnostics, self.get_parameter("diagnostics_period").value
         )
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        self.counts[f"refused.{reason}"] += 1
+        self.get_logger().warning(f"refused {detail} ({reason})", throttle_duration_sec=10.0)
+
+    def _from_sender(self, topic: str, info) -> bool:
+        if not self._check_senders or self._senders[topic].accepts(info):
+            return True
+        self._refuse("unknown_sender", f"a {topic} message from a publisher that is not its node")
+        return False
+
+    # No default for info: rclpy passes MessageInfo only to callbacks that require it.
+    def _on_map_info_msg(self, msg: MapInfo, info) -> None:
+        if self._from_sender("vpr/map_info", info):
+            self._on_map_info(msg)
+
+    def _on_keyframe_msg(self, msg: KeyframeMsg, info) -> None:
+        if self._from_sender("vpr/keyframes", info):
+            self._on_keyframe(msg)
+
+    def _on_verified_msg(self, msg: LoopClosureArray, info) -> None:
+        if not self._from_sender("vpr/verified", info):
+            return
+        query_id = int(msg.query_id)
+        configured = self.config.reranker
+        if any(c.reranker != configured for c in msg.closures):
+            self._refuse("wrong_reranker", f"verdicts for keyframe {query_id} not from '{configured}'")
+            return
+        if any(int(c.query_id) != query_id for c in msg.closures):
+            self._refuse("inconsistent_ids", f"verdicts naming other queries than keyframe {query_id}")
+            return
+        if query_id in self._decided:
+            self._refuse("duplicate_query", f"a second verdict for keyframe {query_id}")
+            return
+        self._decided[query_id] = None
+        while len(self._decided) > MAX_DECIDED_QUERIES:
+            self._decided.popitem(last=False)
+        self._on_verified(msg)
 
     def _on_map_info(self, msg: MapInfo) -> None:
         self._map_path = msg.path
@@ -87,6 +137,7 @@ class LoopClosureNode(Node):
             self._pending.clear()
             self._positions.clear()
             self._edges.clear()
+            self._decided.clear()  # ids are given out again in the new map
             self._markers_dirty = True
             self.counts["map_changes"] += 1
         self._session = msg.session
@@ -205,6 +256,7 @@ class LoopClosureNode(Node):
         values["map_changes"] = self.counts["map_changes"]
         values["keyframe_positions_evicted"] = self.counts["positions_evicted"]
         values["bad_map_poses"] = self.counts["bad_map_poses"]
+        values.update(sorted((k, v) for k, v in self.counts.items() if k.startswith("refused.")))
         errors = callback_errors(self.counts)
         values.update(errors)
         total = sum(errors.values())

@@ -22,6 +22,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from ..debug_image import draw_pair, find_matches
+from ..image_conversion import BadImageError
 from ..map import read_payload
 from ..msg import LoopCandidates, LoopClosureArray, MapInfo
 from ..pipeline import VerificationStage
@@ -35,15 +36,18 @@ from .conversions import (
     verification_to_msg,
 )
 from .diagnostics import OK, WARN, NodeDiagnostics
+from .guard import callback_errors, guarded
 from .managed import SUCCESS, ManagedNode, free_accelerator_memory
 from .params import declare_pipeline_parameters, read_pipeline_config
 from .qos import LATCHED
+from .trust import SenderCheck
 from .worker import BoundedWorker
 
 # The generic ones; parameter_names() adds every registered re-ranker's own, so that no value
 # of a params file that the offline tools use is ignored here.
 PARAMETERS = [
     "reranker",
+    "max_image_pixels",  # query images arrive from the network: a size limit before decoding
     "feature_ram_budget_mb",
     "feature_fp16",
     "feature_spill_dir",
@@ -118,9 +122,15 @@ class RerankerNode(ManagedNode):
         self.worker = BoundedWorker(
             self._process, max(self.config.queue_size, 50), self.get_logger(), "reranker"
         )
+        descriptor = self.get_parameter("descriptor_node_name").value
+        self._senders = {t: SenderCheck(self, t, descriptor) for t in ("vpr/candidates", "vpr/map_info")}
         self._active_subs = [
-            self.create_subscription(LoopCandidates, "vpr/candidates", self._on_candidates, 50),
-            self.create_subscription(MapInfo, "vpr/map_info", self._on_map_info, LATCHED),
+            self.create_subscription(
+                LoopCandidates, "vpr/candidates", guarded(self, "candidates", self._on_candidates), 50
+            ),
+            self.create_subscription(
+                MapInfo, "vpr/map_info", guarded(self, "map_info", self._on_map_info_msg), LATCHED
+            ),
         ]
         self.active = True
         self.get_logger().info(f"re-ranker '{self.config.reranker}' ready ({time.monotonic() - t0:.1f} s)")
@@ -142,11 +152,28 @@ class RerankerNode(ManagedNode):
         return super().destroy_node()
 
     # -- callbacks -----------------------------------------------------------------------------
-    def _on_candidates(self, msg: LoopCandidates) -> None:
+    def _from_sender(self, topic: str, info) -> bool:
+        if not self.get_parameter("check_senders").value or self._senders[topic].accepts(info):
+            return True
+        self._refuse("unknown_sender", f"a {topic} message from a publisher that is not its node")
+        return False
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        self.counts[f"refused.{reason}"] += 1
+        self.get_logger().warning(f"refused {detail} ({reason})", throttle_duration_sec=10.0)
+
+    # No default for info: rclpy passes MessageInfo only to callbacks that require it.
+    def _on_candidates(self, msg: LoopCandidates, info) -> None:
         self.counts["queries_in"] += 1
+        if not self._from_sender("vpr/candidates", info):
+            return
         worker = self.worker
         if worker is not None:
             worker.submit(msg)
+
+    def _on_map_info_msg(self, msg: MapInfo, info) -> None:
+        if self._from_sender("vpr/map_info", info):
+            self._on_map_info(msg)
 
     def _on_map_info(self, msg: MapInfo) -> None:
         with self._lock:
@@ -167,11 +194,21 @@ class RerankerNode(ManagedNode):
 
     # -- worker --------------------------------------------------------------------------------
     def _process(self, msg: LoopCandidates) -> None:
-        query = keyframe_from_msg(msg.query)
+        try:
+            query = keyframe_from_msg(msg.query, max_pixels=self.config.max_image_pixels)
+        except BadImageError as err:
+            self.counts[f"bad_query_image.{err.reason}"] += 1
+            self.get_logger().warning(f"query keyframe {msg.query.id}: {err}", throttle_duration_sec=10.0)
+            return
         candidates = candidates_from_msg(msg)
         with self._lock:
             stage = self.stage
             if stage is None:
+                return
+            if query.id in self._known:
+                # Ids are never reused within a map session: another image under a known id
+                # would overwrite the features every later verification against it uses.
+                self._refuse("reused_keyframe_id", f"a second keyframe with id {query.id}")
                 return
             self._load_from_map(stage, candidates)
             t0 = time.perf_counter()
@@ -246,6 +283,10 @@ class RerankerNode(ManagedNode):
         }
         for key in ("map_keyframes_loaded", "map_keyframes_missing", "map_changes", "stale_queries_dropped"):
             values[key] = self.counts[key]
+        values.update(
+            sorted((k, v) for k, v in self.counts.items() if k.startswith(("refused.", "bad_query_image.")))
+        )
+        values.update(callback_errors(self.counts))
         values.update(self.rerank_ms.summary("rerank_ms"))
         store = getattr(stage.reranker, "store", None) if stage is not None else None
         if store is not None:

@@ -12,7 +12,7 @@ from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..geometry import camera_matrix_for_width
-from ..image_conversion import BadImageError
+from ..image_conversion import DEFAULT_MAX_IMAGE_PIXELS, BadImageError
 from ..types import Frame
 from .conversions import (
     camera_matrix_from_info,
@@ -52,14 +52,19 @@ class SensorSync:
         self._depth.append((stamp_to_sec(msg.header.stamp), msg))
 
     def on_odom(self, msg: Odometry) -> None:
-        self._poses.append((stamp_to_sec(msg.header.stamp), pose_to_matrix(msg.pose.pose)))
+        pose = pose_to_matrix(msg.pose.pose)
+        if pose is None:  # NaN or a zero quaternion: never offered to the keyframe gate
+            self.counts["bad_odometry"] += 1
+            return
+        self._poses.append((stamp_to_sec(msg.header.stamp), pose))
 
     # -- worker ----------------------------------------------------------------------------------
-    def frame(self, msg) -> Frame | None:
-        """The image message as a Frame; None for an image that cannot be decoded."""
+    def frame(self, msg, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> Frame | None:
+        """The image message as a Frame; None for an image that cannot be decoded or has more
+        than ``max_pixels`` (checked from the header, before decoding)."""
         stamp = stamp_to_sec(msg.header.stamp)
         try:
-            rgb = image_msg_to_rgb(msg)
+            rgb = image_msg_to_rgb(msg, max_pixels)
         except BadImageError as err:
             self.counts[f"bad_image.{err.reason}"] += 1
             self.log.warn(f"skipping image at t={stamp:.3f}: {err}")
@@ -70,7 +75,7 @@ class SensorSync:
         depth = None
         if (depth_msg := _nearest(self._depth, stamp, SYNC_TOLERANCE)) is not None:
             try:
-                depth = depth_msg_to_array(depth_msg)
+                depth = depth_msg_to_array(depth_msg, max_pixels)
                 if depth.shape != rgb.shape[:2]:
                     self.counts["depth_size_mismatch"] += 1
                     depth = None
