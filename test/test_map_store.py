@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -158,8 +159,11 @@ def test_records_that_disagree_with_the_index_are_refused(tmp_path):
     doc = json.loads(records.read_text())
     doc["keyframes"] = doc["keyframes"][:3]
     records.write_text(json.dumps(doc))
-    with pytest.raises(MapError, match="inconsistent"):
-        load_map(tmp_path, verify_checksums=False)
+    pointer = json.loads((tmp_path / "map.json").read_text())  # a crafted map: checksums agree
+    pointer["files"]["keyframes.json"] = hashlib.sha256(records.read_bytes()).hexdigest()
+    (tmp_path / "map.json").write_text(json.dumps(dict(pointer, num_keyframes=3)))
+    with pytest.raises(MapError, match=r"inconsistent: .*ids without a record \[3\]"):
+        load_map(tmp_path)
 
 
 def test_reset_and_save_removes_old_keyframe_data_but_ids_keep_counting(tmp_path):

@@ -22,8 +22,8 @@ writes), ``session`` (a node's map: open, add, save, load, reset, with their loc
 from .errors import MapError, MapMismatchError
 from .keyframe_map import KeyframeMap, KeyframeRecord, MapSnapshot
 from .payloads import PAYLOAD_DIR, PayloadWriter, read_payload, read_payload_pose
-from .session import MapSession, SessionInfo
-from .store import POINTER, MapInfo, MapStore, load_map, open_map, read_info
+from .session import MapSession, SavedMap, SessionInfo
+from .store import POINTER, MapInfo, MapStore, check_save_target, load_map, open_map, read_info
 
 __all__ = [
     "PAYLOAD_DIR",
@@ -37,7 +37,9 @@ __all__ = [
     "MapSnapshot",
     "MapStore",
     "PayloadWriter",
+    "SavedMap",
     "SessionInfo",
+    "check_save_target",
     "load_map",
     "open_map",
     "read_info",

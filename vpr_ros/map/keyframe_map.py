@@ -14,12 +14,14 @@ on disk are ``store``'s business.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from ..types import Candidate
+from .errors import check_float, check_int, check_str, short
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ class KeyframeRecord:
 
     def to_dict(self) -> dict:
         pose = None if self.pose is None else [float(v) for v in np.ravel(self.pose)]
+        if pose is not None and not all(math.isfinite(v) for v in pose):
+            pose = None  # a map file holds finite numbers only (from_dict refuses others)
         return {
             "id": self.id,
             "stamp": self.stamp,
@@ -44,13 +48,21 @@ class KeyframeRecord:
 
     @classmethod
     def from_dict(cls, d: dict) -> KeyframeRecord:
+        """A record read from a map file; ValueError (saying which field) when anything is off."""
+        if not isinstance(d, dict):
+            raise ValueError(f"keyframe record {short(d)} is not an object")
+        kf_id = check_int(d.get("id"), "keyframe id")
         pose = d.get("pose")
+        if pose is not None:
+            if not isinstance(pose, list) or len(pose) != 16:
+                raise ValueError(f"keyframe {kf_id}: pose {short(pose)} is not 16 numbers")
+            pose = np.array([check_float(v, f"keyframe {kf_id} pose value") for v in pose]).reshape(4, 4)
         return cls(
-            id=int(d["id"]),
-            stamp=float(d["stamp"]),
-            frame_id=str(d.get("frame_id", "")),
-            camera=str(d.get("camera", "")),
-            pose=None if pose is None else np.asarray(pose, dtype=np.float64).reshape(4, 4),
+            id=kf_id,
+            stamp=check_float(d.get("stamp"), f"keyframe {kf_id} stamp"),
+            frame_id=check_str(d.get("frame_id", ""), f"keyframe {kf_id} frame_id"),
+            camera=check_str(d.get("camera", ""), f"keyframe {kf_id} camera"),
+            pose=pose,
         )
 
 
@@ -69,6 +81,21 @@ class MapSnapshot:
     @property
     def num_keyframes(self) -> int:
         return len(self.records)
+
+
+def check_index(index, dim: int) -> None:
+    """What a map's index must be: IndexIDMap2 over inner product, ``dim``-D vectors."""
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise ValueError(f"index.faiss holds a {type(index).__name__}, not an IndexIDMap2")
+    metrics = {index.metric_type, faiss.downcast_index(index.index).metric_type}
+    if metrics != {faiss.METRIC_INNER_PRODUCT}:
+        names = {faiss.METRIC_L2: "L2", faiss.METRIC_INNER_PRODUCT: "inner product"}
+        used = ", ".join(names.get(m, str(m)) for m in sorted(metrics))
+        raise ValueError(f"index.faiss uses metric {used}, not inner product only")
+    if index.d != dim:
+        raise ValueError(f"index.faiss holds {index.d}-D vectors, the map {dim}-D")
+    if index.ntotal != index.id_map.size():
+        raise ValueError(f"index.faiss holds {index.ntotal} vectors but {index.id_map.size()} ids")
 
 
 def faiss_gpu_available() -> bool:
@@ -141,29 +168,40 @@ class KeyframeMap:
 
     @classmethod
     def restore(cls, snap: MapSnapshot, device: str = "auto", train_size: int = 10000) -> KeyframeMap:
-        """Rebuild a map from a snapshot; raises ValueError when its parts do not agree."""
+        """Rebuild a map from a snapshot; raises ValueError (naming the file whose content is
+        wrong) when its parts are malformed or do not agree. Nothing is changed before that."""
         index = faiss.deserialize_index(np.asarray(snap.index_bytes, dtype=np.uint8))
-        kmap = cls(snap.dim, snap.index_factory, device=device, train_size=train_size, index=index)
-        ids = {r.id for r in snap.records}
-        if len(ids) != len(snap.records):
-            raise ValueError("keyframe records repeat an id")
-        if snap.pending.shape != (len(snap.pending_ids), snap.dim):
-            raise ValueError(
-                f"pending descriptors have shape {snap.pending.shape}, "
-                f"expected ({len(snap.pending_ids)}, {snap.dim})"
-            )
-        if index.ntotal + len(snap.pending_ids) != len(ids):
-            raise ValueError(
-                f"index holds {index.ntotal} + {len(snap.pending_ids)} pending descriptors "
-                f"for {len(ids)} keyframe records"
-            )
-        if not set(int(i) for i in snap.pending_ids) <= ids:
-            raise ValueError("pending descriptors name keyframes without records")
+        check_index(index, snap.dim)
+        ids = [r.id for r in snap.records]
+        if len(set(ids)) != len(ids):
+            raise ValueError("keyframes.json repeats a keyframe id")
         if ids and max(ids) >= snap.next_id:
-            raise ValueError(f"keyframe id {max(ids)} is not below the map's next id {snap.next_id}")
+            raise ValueError(f"keyframe id {max(ids)} is not below the map's next_id {snap.next_id}")
+        pending_ids = np.asarray(snap.pending_ids)
+        if pending_ids.ndim != 1 or pending_ids.dtype != np.int64:
+            raise ValueError(f"pending_ids.npy holds {pending_ids.dtype} {pending_ids.shape}, not int64 [P]")
+        if snap.pending.dtype != np.float32 or snap.pending.shape != (len(pending_ids), snap.dim):
+            raise ValueError(
+                f"pending.npy holds {snap.pending.dtype} {snap.pending.shape}, "
+                f"expected float32 ({len(pending_ids)}, {snap.dim})"
+            )
+        if not np.all(np.isfinite(snap.pending)):
+            raise ValueError("pending.npy holds NaN or Inf")
+        indexed = faiss.vector_to_array(index.id_map).astype(np.int64)
+        stored = np.concatenate([indexed, pending_ids])
+        if len(np.unique(stored)) != len(stored):
+            raise ValueError("index.faiss and pending_ids.npy repeat a keyframe id")
+        if set(stored.tolist()) != set(ids):
+            strays = sorted(set(stored.tolist()) - set(ids))[:5]
+            lost = sorted(set(ids) - set(stored.tolist()))[:5]
+            raise ValueError(
+                f"index.faiss + pending_ids.npy ({len(stored)} ids) and keyframes.json ({len(ids)} records) "
+                f"disagree: ids without a record {strays}, records without a descriptor {lost}"
+            )
+        kmap = cls(snap.dim, snap.index_factory, device=device, train_size=train_size, index=index)
         kmap.records = {r.id: r for r in snap.records}
         kmap._pending = list(snap.pending)
-        kmap._pending_ids = [int(i) for i in snap.pending_ids]
+        kmap._pending_ids = [int(i) for i in pending_ids]
         kmap._next_id = int(snap.next_id)
         return kmap
 
@@ -178,6 +216,8 @@ class KeyframeMap:
     def add(self, descriptor: np.ndarray, stamp: float, **record_fields) -> int:
         """Add one keyframe; returns its id (ids increase monotonically)."""
         x = self._check(descriptor)
+        if not math.isfinite(stamp):
+            raise ValueError(f"keyframe stamp {stamp} is not finite")
         kf_id = self._next_id
         self._next_id += 1
         self.records[kf_id] = KeyframeRecord(id=kf_id, stamp=float(stamp), **record_fields)

@@ -14,15 +14,17 @@ snapshot happens outside the map lock, so frames wait only while the map is copi
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .payloads import PayloadWriter
-from .store import POINTER, MapStore, load_map, open_map
+from .store import POINTER, MapStore, check_save_target, load_map, open_map
 
 
 @dataclass
@@ -40,6 +42,14 @@ class SessionInfo:
     next_id: int
     localization_only: bool
     event: str
+
+
+class SavedMap(NamedTuple):
+    """What a save wrote: the directory, its snapshot's keyframe count, the seconds it took."""
+
+    path: str
+    num_keyframes: int
+    seconds: float
 
 
 class MapSession:
@@ -62,8 +72,9 @@ class MapSession:
         self.version = 0
         self.saved_version = 0
         self.session = ""
-        self.last_save: dict = {}
+        self.last_save: dict = {}  # time, seconds, keyframes, next_id, session of the last save
         self.counts: Counter = Counter()
+        self._copy_map_id = ""  # the map_id of copies of a map kept in memory only
 
     # -- opening and closing ---------------------------------------------------------------------
     def open(self, stage) -> str:
@@ -81,6 +92,7 @@ class MapSession:
                 stage.encoder.descriptor_dim,
                 config.index_factory,
                 config.map_device,
+                create=not config.localization_only,  # map.json exists before any keyframe folder
             )
             if info is not None and info.index_factory != config.index_factory:
                 self.log.warning(
@@ -92,6 +104,7 @@ class MapSession:
             self.payloads = self._payload_writer(store)
             self.version = self.saved_version = 0
             self.session = uuid.uuid4().hex
+            self._copy_map_id = uuid.uuid4().hex
         if info is not None:
             return f"map {self.map_path}: {len(stage.map)} keyframes loaded, next id {stage.map.next_id}"
         return f"new map at {self.map_path}" if self.map_path else "map in memory only"
@@ -137,28 +150,31 @@ class MapSession:
         return result, reason
 
     # -- saving ----------------------------------------------------------------------------------
-    def save(self, path: str = "") -> tuple[str, int, float]:
-        """Save the map (to ``path``, default map_path); returns (directory, keyframes, seconds).
+    def save(self, path: str = "") -> SavedMap:
+        """Save the map (to ``path``, default map_path); returns (directory, keyframes, seconds)
+        of the snapshot written, which ``info("saved")`` then announces.
 
-        To another directory it writes a complete copy and the session stays in its own."""
+        To another directory it writes a complete copy and the session stays in its own. That
+        directory must be given as an absolute path and be new, empty, or an earlier copy of
+        this map (``store.check_save_target``); anything else raises MapError."""
         with self._save_lock:
             t0 = time.monotonic()
             with self.lock:
                 if self.stage is None:
                     raise RuntimeError("the node is not active (no map loaded)")
                 snap = self.stage.map.snapshot()
-                version, store, payloads = self.version, self.store, self.payloads
-            if payloads is not None:
-                payloads.flush()  # every keyframe the snapshot names has its data on disk
-            own = store is not None and (not path or Path(path).resolve() == store.root.resolve())
-            if own:
-                target = store
-            elif path:
-                map_id = store.map_id if store is not None else None
-                target = MapStore(path, self.config.model, map_id=map_id)
-            else:
-                raise RuntimeError("no path given and map_path is empty")
+                version, store, payloads, session = self.version, self.store, self.payloads, self.session
+                map_id = store.map_id if store is not None else self._copy_map_id
+            own = store is not None and (not path or _same_directory(path, store.root))
             try:
+                if own:
+                    target = store
+                elif path:
+                    target = MapStore(check_save_target(path, map_id), self.config.model, map_id=map_id)
+                else:
+                    raise RuntimeError("no path given and map_path is empty")
+                if payloads is not None:
+                    payloads.flush()  # every keyframe the snapshot names has its data on disk
                 target.save(snap, payload_source=None if own or store is None else store.root)
             except Exception:
                 self.counts["map_save_failures"] += 1
@@ -167,16 +183,22 @@ class MapSession:
             if own:
                 self.saved_version = version
             self.counts["map_saves"] += 1
-            self.last_save = {"time": time.monotonic(), "seconds": seconds, "keyframes": snap.num_keyframes}
-            return str(target.root), snap.num_keyframes, seconds
+            self.last_save = {
+                "time": time.monotonic(),
+                "seconds": seconds,
+                "keyframes": snap.num_keyframes,
+                "next_id": snap.next_id,
+                "session": session,
+            }
+            return SavedMap(str(target.root), snap.num_keyframes, seconds)
 
-    def save_if_changed(self) -> tuple[str, int, float] | None:
+    def save_if_changed(self) -> SavedMap | None:
         """The periodic save: None when nothing changed since the last save (or localisation)."""
         if self.config is None or self.config.localization_only or self.version == self.saved_version:
             return None
         return self.save()
 
-    def save_on_exit(self) -> tuple[str, int, float] | None:
+    def save_on_exit(self) -> SavedMap | None:
         """At deactivation and shutdown: None when there is nothing to save (no directory,
         localisation, or the directory already holds this version); raises when saving fails."""
         store = self.store
@@ -190,7 +212,8 @@ class MapSession:
     def load(self, path: str = "") -> tuple[str, int, int]:
         """Replace the map with the one saved at ``path`` (default map_path), then work in and
         save to ``path``; returns (path, keyframes, next id). Keyframes not yet saved are
-        dropped; a map that cannot be used raises and the current map stays."""
+        dropped. Everything is read and validated before anything changes: a map that cannot
+        be used raises and the current map, store, keyframe writer and session stay as they were."""
         if self.stage is None:
             raise RuntimeError("the node is not active")
         path = path or self.map_path
@@ -198,12 +221,21 @@ class MapSession:
             raise RuntimeError("no path given and map_path is empty")
         dim = self.stage.encoder.descriptor_dim
         kmap, info = load_map(path, self.config.model, dim, device=self.config.map_device)
+        store = MapStore(path, self.config.model, map_id=info.map_id)
+        writer = self._payload_writer(store)  # idle until the swap below
         with self.lock:
+            if self.stage is None:  # closed meanwhile
+                if writer is not None:
+                    writer.close()
+                raise RuntimeError("the node is not active")
+            old_store = self.store
             self._close_payloads()  # finish writing the old map's keyframes first
-            store = MapStore(path, self.config.model, map_id=info.map_id)
-            store.discard_unsaved_payloads(info.next_id)
-            self.stage.map, self.store = kmap, store
-            self.payloads = self._payload_writer(store)
+            busy = old_store.writing() if old_store and _same_directory(path, old_store.root) else set()
+            try:
+                store.discard_unsaved_payloads(info.next_id, keep=busy)
+            except OSError as exc:  # leftovers stay on disk; the next open removes them
+                self.log.warning(f"could not remove unsaved keyframe folders in {path}: {exc}")
+            self.stage.map, self.store, self.payloads = kmap, store, writer
             self.stage.gate.reset()
             self.version = self.saved_version = 0
             self.map_path = path
@@ -221,17 +253,23 @@ class MapSession:
             self.stage.gate.reset()
             if self.store is not None:
                 self.store.map_id = uuid.uuid4().hex  # a new map from here on
+            self._copy_map_id = uuid.uuid4().hex
             self.version += 1
             self.session = uuid.uuid4().hex
             return removed, self.stage.map.next_id
 
     # -- reporting -------------------------------------------------------------------------------
     def info(self, event: str) -> SessionInfo | None:
-        """The map as announced on vpr/map_info, None when no map is open."""
+        """The map as announced on vpr/map_info, None when no map is open. For ``"saved"`` the
+        counts are those of the snapshot the last save wrote (keyframes keep arriving while a
+        save runs), unless the map was replaced since."""
         with self.lock:
             stage, store = self.stage, self.store
             if stage is None:
                 return None
+            num_keyframes, next_id = len(stage.map), stage.map.next_id
+            if event == "saved" and self.last_save.get("session") == self.session:
+                num_keyframes, next_id = self.last_save["keyframes"], self.last_save["next_id"]
             return SessionInfo(
                 session=self.session,
                 map_id=store.map_id if store is not None else "",
@@ -239,8 +277,8 @@ class MapSession:
                 model=self.config.model,
                 descriptor_dim=stage.map.dim,
                 index_factory=stage.map.index_factory,
-                num_keyframes=len(stage.map),
-                next_id=stage.map.next_id,
+                num_keyframes=num_keyframes,
+                next_id=next_id,
                 localization_only=self.config.localization_only,
                 event=event,
             )
@@ -261,3 +299,7 @@ class MapSession:
             values["map_last_save_s"] = self.last_save["seconds"]
             values["map_seconds_since_save"] = time.monotonic() - self.last_save["time"]
         return values
+
+
+def _same_directory(path: str | Path, root: Path) -> bool:
+    return os.path.realpath(path) == os.path.realpath(root)

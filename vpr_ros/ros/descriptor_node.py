@@ -30,6 +30,7 @@ from ..runtime_stats import LatencyWindow
 from ..srv import LoadMap, ResetMap, SaveMap
 from .conversions import candidates_to_msg, keyframe_to_msg, map_info_to_msg
 from .diagnostics import OK, WARN, NodeDiagnostics
+from .guard import callback_errors, guarded
 from .managed import SUCCESS, ManagedNode, free_accelerator_memory
 from .params import declare_pipeline_parameters, read_pipeline_config
 from .qos import LATCHED, image_qos
@@ -37,6 +38,7 @@ from .sensors import SensorSync
 from .worker import BoundedWorker
 
 PARAMETERS = [
+    "max_image_pixels",
     "model",
     "weights",
     "device",
@@ -125,18 +127,24 @@ class DescriptorNode(ManagedNode):
         self.worker = BoundedWorker(self._process, self.config.queue_size, self.get_logger(), "descriptor")
         topic = self.get_parameter("image_topic").value
         msg_type = CompressedImage if self.get_parameter("compressed").value else Image
-        subs = [self.create_subscription(msg_type, topic, self._on_image, self.image_qos)]
-        if info_topic := self.get_parameter("camera_info_topic").value:
-            subs.append(self.create_subscription(CameraInfo, info_topic, self.sensors.on_camera_info, 10))
-        if depth_topic := self.get_parameter("depth_topic").value:
-            subs.append(self.create_subscription(Image, depth_topic, self.sensors.on_depth, self.image_qos))
-        if odom_topic := self.get_parameter("odom_topic").value:
-            subs.append(self.create_subscription(Odometry, odom_topic, self.sensors.on_odom, 50))
+        sensors, qos = self.sensors, self.image_qos
+        # A bad message is counted and logged by the callback guard, never the node's end.
+        subs = [self.create_subscription(msg_type, topic, guarded(self, "image", self._on_image), qos)]
+        streams = [
+            ("camera_info", CameraInfo, sensors.on_camera_info, 10),
+            ("depth", Image, sensors.on_depth, qos),
+            ("odom", Odometry, sensors.on_odom, 50),
+        ]
+        for name, msg_cls, callback, depth in streams:
+            if stream_topic := self.get_parameter(f"{name}_topic").value:
+                subs.append(
+                    self.create_subscription(msg_cls, stream_topic, guarded(self, name, callback), depth)
+                )
         self._active_subs = subs
         period = float(self.get_parameter("map_save_period").value)
         if self.map_session.map_path and period > 0:
             self._save_timer = self.create_timer(
-                period, self._on_save_timer, callback_group=self._maintenance
+                period, guarded(self, "map_save", self._on_save_timer), callback_group=self._maintenance
             )
         self.active = True
         self._publish_map_info("activated")
@@ -172,8 +180,12 @@ class DescriptorNode(ManagedNode):
             worker.submit(msg)
 
     def _process(self, msg) -> None:
-        frame = self.sensors.frame(msg)  # with its intrinsics, depth and pose; None: unusable
+        frame = self.sensors.frame(msg, self.config.max_image_pixels)  # None: unusable
         if frame is None:
+            return
+        if not self.context.ok():
+            # Shutting down: a keyframe added now would be saved but never announced.
+            self.counts["frames_dropped_at_shutdown"] += 1
             return
         result, reason = self.map_session.process(frame)  # search + add under the map lock
         if result is None:
@@ -184,9 +196,17 @@ class DescriptorNode(ManagedNode):
         self.encode_ms.add(result.encode_ms)
         self.search_ms.add(result.search_ms)
         kf = result.keyframe
-        self.keyframe_pub.publish(keyframe_to_msg(kf, self.config.model, with_image=False))
-        out = candidates_to_msg(msg.header, kf, result.candidates, self.config.model)
-        self.candidates_pub.publish(out)
+        try:
+            self.keyframe_pub.publish(keyframe_to_msg(kf, self.config.model, with_image=False))
+            self.candidates_pub.publish(
+                candidates_to_msg(msg.header, kf, result.candidates, self.config.model)
+            )
+        except Exception:
+            if self.context.ok():
+                raise
+            # SIGINT between the map add and here: the keyframe is saved; a re-ranker reads it
+            # from the map when it first becomes a candidate.
+            self.counts["keyframes_unannounced_at_shutdown"] += 1
 
     # -- map persistence: MapSession does the work, these translate ROS events ----------------
     def _save_on_exit(self) -> None:
@@ -272,8 +292,16 @@ class DescriptorNode(ManagedNode):
             "worker_errors": self.worker_count("errors"),
             "keyframes": self.counts["keyframes"],
         }
-        problems = ("bad_image.", "bad_depth.", "gate.", "depth_size_mismatch")
+        problems = (
+            "bad_image.",
+            "bad_depth.",
+            "bad_odometry",
+            "gate.",
+            "depth_size_mismatch",
+            "frames_dropped_at",
+        )
         values.update(sorted((k, v) for k, v in self.counts.items() if k.startswith(problems)))
+        values.update(callback_errors(self.counts))
         values.update(self.encode_ms.summary("encode_ms"))
         values.update(self.search_ms.summary("search_ms"))
         values.update(self.map_session.diagnostics())

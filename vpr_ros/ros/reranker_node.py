@@ -251,7 +251,10 @@ class RerankerNode(ManagedNode):
     def _publish_debug_image(self, query, best, stage) -> None:
         match_image = self._images.get(best.candidate.id)
         if match_image is None and self._map_path:
-            kf = read_payload(self._map_path, best.candidate.id)
+            try:
+                kf = read_payload(self._map_path, best.candidate.id)
+            except Exception:  # a damaged keyframe folder: no picture, verification went on
+                kf = None
             match_image = kf.image if kf is not None else None
         if match_image is None:
             self.counts["debug_image_no_match_image"] += 1
