@@ -82,7 +82,8 @@ def test_explicit_arguments_override_the_file(launch_file):
         assert params[0] == "/tmp/my.yaml"
         merged = {k: v for p in params[1:] for k, v in p.items()}
         assert merged["reranker"] == "none" and merged["device"] == "cpu"
-    assert nodes["loop_closure_node"].kwargs["parameters"] == ["/tmp/my.yaml"]
+    # The loop-closure node refuses verdicts of other re-rankers: it must know which one runs.
+    assert nodes["loop_closure_node"].kwargs["parameters"] == ["/tmp/my.yaml", {"reranker": "none"}]
 
 
 @pytest.mark.parametrize("config", sorted((REPO_ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
