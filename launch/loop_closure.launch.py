@@ -49,6 +49,8 @@ ARGUMENTS = [
     ("namespace", "", "namespace for all nodes"),
     ("localization_only", "false", "query the saved map without adding keyframes"),
     ("respawn", "true", "restart a node process that exits unexpectedly (after 2 s)"),
+    ("pose_graph", "false", "also run the reference back end (GTSAM pose_graph_node; needs odom_topic)"),
+    _from_table("camera_extrinsics", "camera optical frame in base_frame: '[x, y, z, qx, qy, qz, qw]'"),
     *(
         _from_table(name)
         for name in (
@@ -57,6 +59,7 @@ ARGUMENTS = [
             "camera_info_topic",
             "depth_topic",
             "odom_topic",
+            "base_frame",
             "image_reliability",
             "map_path",
             "publish_debug_image",
@@ -84,7 +87,10 @@ def _nodes(context):
         "depth_topic": arg["depth_topic"],
         "odom_topic": arg["odom_topic"],
         "image_reliability": arg["image_reliability"],
+        "base_frame": arg["base_frame"],
     }
+    if extrinsics := [float(v) for v in arg["camera_extrinsics"].strip("[] ").split(",") if v.strip()]:
+        camera["camera_extrinsics"] = extrinsics
     ns = arg["namespace"]
     autostart = {"autostart": arg["autostart"].lower() == "true"}
     persistence = {
@@ -99,7 +105,7 @@ def _nodes(context):
         # Empty launch arguments leave the params file's value in place.
         return {k: v for k, v in overrides.items() if k in keys and v != ""}
 
-    return [
+    nodes = [
         Node(
             package="vpr_ros",
             executable="descriptor_node",
@@ -138,6 +144,21 @@ def _nodes(context):
             parameters=[params_file, model_params(("reranker",))],
         ),
     ]
+    if arg["pose_graph"].lower() == "true":
+        nodes.append(
+            Node(
+                package="vpr_ros",
+                executable="pose_graph_node",
+                namespace=ns,
+                output="screen",
+                **restart,
+                parameters=[
+                    params_file,
+                    {"odom_topic": arg["odom_topic"], "base_frame": arg["base_frame"]},
+                ],
+            )
+        )
+    return nodes
 
 
 def generate_launch_description():

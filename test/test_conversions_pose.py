@@ -42,7 +42,7 @@ def test_non_unit_quaternion_is_normalised():
 
 def test_verification_with_an_invalid_relative_pose_keeps_the_verification():
     msg = LoopClosure(status=LoopClosure.ACCEPTED, query_id=3, match_id=1, similarity=0.9)
-    msg.has_relative_pose = True
+    msg.pose_kind = LoopClosure.POSE_METRIC
     msg.relative_pose = _pose(q=(0.0, 0.0, 0.0, 0.0))
     v = verification_from_msg(msg)
     assert v.passed and v.candidate.id == 1 and v.relative_pose is None

@@ -12,6 +12,7 @@ from vpr_ros.node_parameters import NODE_PARAMETERS, node_only_parameter_names
 rclpy = pytest.importorskip("rclpy")
 
 from ros_processes import private_domain_id  # noqa: E402
+from vpr_ros.ros.params import parameter_value  # noqa: E402
 
 # Parameters rclpy declares on every node by itself.
 RCLPY_BUILTIN = {"use_sim_time", "start_type_description_service"}
@@ -41,8 +42,10 @@ def test_node_only_and_pipeline_names_never_clash():
 def nodes():
     from rclpy.parameter import Parameter
 
+    from vpr_ros.ros.backend_adapter_node import BackendAdapterNode
     from vpr_ros.ros.descriptor_node import DescriptorNode
     from vpr_ros.ros.loop_closure_node import LoopClosureNode
+    from vpr_ros.ros.pose_graph_node import PoseGraphNode
     from vpr_ros.ros.reranker_node import RerankerNode
 
     context = rclpy.Context()
@@ -54,11 +57,20 @@ def nodes():
         made.append(DescriptorNode(context=context, parameter_overrides=off))
         made.append(RerankerNode(context=context, parameter_overrides=off))
         made.append(LoopClosureNode(context=context))
+        odom = [Parameter("odom_topic", value="odom")]  # required by the pose graph
+        made.append(PoseGraphNode(context=context, parameter_overrides=odom))
+        made.append(BackendAdapterNode(context=context))
         yield made
     finally:
         for node in made:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+
+
+# Set by the fixture (so no node loads anything), hence not at their table default.
+OVERRIDDEN = {(n, "autostart") for n in ("descriptor_node", "reranker_node")} | {
+    ("pose_graph_node", "odom_topic")
+}
 
 
 def test_every_parameter_of_every_node_has_a_description_and_its_table_default(nodes):
@@ -70,8 +82,8 @@ def test_every_parameter_of_every_node_has_a_description_and_its_table_default(n
         for name, desc in zip(names, node.describe_parameters(names), strict=True):
             assert desc.description.strip(), f"{node.get_name()}: '{name}' has no description"
             assert name in defaults, f"{node.get_name()}: '{name}' is in no parameter table"
-            value = node.get_parameter(name).value
-            if name != "autostart":
+            value = parameter_value(node, name)
+            if (node.get_name(), name) not in OVERRIDDEN:
                 assert value == defaults[name], (node.get_name(), name, value)
             seen.add(name)
     # Every row of the node-only table is declared by the nodes it names.
@@ -81,7 +93,7 @@ def test_every_parameter_of_every_node_has_a_description_and_its_table_default(n
 def test_ranges_are_declared_and_enforced(nodes):
     from rclpy.parameter import Parameter
 
-    descriptor, reranker, loop = nodes
+    descriptor, reranker, loop, *_ = nodes
     (top_k,) = descriptor.describe_parameters(["top_k"])
     assert (top_k.integer_range[0].from_value, top_k.integer_range[0].to_value) == (1, 1000)
     assert not descriptor.set_parameters([Parameter("top_k", value=0)])[0].successful

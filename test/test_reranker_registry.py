@@ -327,6 +327,8 @@ def test_each_default_has_one_home():
         "geometric_min_matches",
         "geometric_min_inliers",
         "geometric_ransac_threshold_px",
+        "geometric_scale_from_odometry",
+        "geometric_min_baseline_m",
         "pairvpr_weights",
         "pairvpr_batch_size",
         "pairvpr_min_score",

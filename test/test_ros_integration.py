@@ -105,7 +105,7 @@ def test_rtabmap_corridor_loop_closures(graph, rtabmap):
     assert missing == 0, graph.logs()
     assert graph.player.wait_for_decisions(timeout=120), graph.logs()
 
-    frame_of = {kf: int(round(stamp / FRAME_PERIOD)) for kf, stamp in graph.player.keyframes.items()}
+    frame_of = {kf: int(round(ns * 1e-9 / FRAME_PERIOD)) for kf, ns in graph.player.keyframes.items()}
     closures = sorted((frame_of[m.query_id], frame_of[m.match_id]) for m in graph.player.closures)
     second_half = range(40, 84)  # frames 41-84 revisit 1-40 (and 1-5 / 39-46)
     scores = score_loop_closures(closures, gt, queries=second_half, min_gap=21)

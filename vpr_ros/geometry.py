@@ -92,3 +92,39 @@ def is_valid_pose(matrix, tol: float = 1e-3) -> bool:
         and abs(np.linalg.det(r) - 1.0) <= tol
         and np.allclose(m[3], (0.0, 0.0, 0.0, 1.0), rtol=0.0, atol=tol)
     )
+
+
+def invert_pose(pose: np.ndarray) -> np.ndarray:
+    """Inverse of a 4x4 rigid transform."""
+    m = np.asarray(pose, dtype=np.float64)
+    out = np.eye(4)
+    out[:3, :3] = m[:3, :3].T
+    out[:3, 3] = -m[:3, :3].T @ m[:3, 3]
+    return out
+
+
+def adjoint(pose: np.ndarray) -> np.ndarray:
+    """6x6 adjoint of a 4x4 rigid transform for twists ordered (v, w) as in ROS covariances:
+    X exp(xi) X^-1 = exp(adjoint(X) xi), i.e. (R v + [t]x R w, R w)."""
+    m = np.asarray(pose, dtype=np.float64)
+    r, t = m[:3, :3], m[:3, 3]
+    skew = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    out = np.zeros((6, 6))
+    out[:3, :3] = r
+    out[:3, 3:] = skew @ r
+    out[3:, 3:] = r
+    return out
+
+
+def rotation_angle_deg(rotation: np.ndarray) -> float:
+    """Angle of a 3x3 rotation in degrees (0..180)."""
+    cos = (np.trace(np.asarray(rotation, dtype=np.float64)) - 1.0) / 2.0
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+
+
+def angle_between_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle between two 3-vectors in degrees (nan when either is zero)."""
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return float("nan")
+    return math.degrees(math.acos(min(1.0, max(-1.0, float(np.dot(a, b)) / (na * nb)))))

@@ -24,7 +24,7 @@ from .types import LoopDecision, LoopStatus, Verification
 @dataclass
 class _Hypothesis:
     query_id: int
-    query_stamp: float
+    query_stamp_ns: int
     verification: Verification
 
 
@@ -60,18 +60,21 @@ class LoopClosureDecider:
                 supporting[h.query_id] = h
         return supporting
 
-    def decide(self, query_id: int, query_stamp: float, verifications: list[Verification]) -> LoopDecision:
+    def decide(self, query_id: int, query_stamp_ns: int, verifications: list[Verification]) -> LoopDecision:
         """``verifications`` as returned by a re-ranker (best first)."""
         if not verifications:
             return LoopDecision(
-                query_id, query_stamp, LoopStatus.NO_CANDIDATES, "no candidates outside the exclusion window"
+                query_id,
+                query_stamp_ns,
+                LoopStatus.NO_CANDIDATES,
+                "no candidates outside the exclusion window",
             )
         similar = [v for v in verifications if v.candidate.similarity >= self.min_similarity]
         if not similar:
             top = max(verifications, key=lambda v: v.candidate.similarity)
             return LoopDecision(
                 query_id,
-                query_stamp,
+                query_stamp_ns,
                 LoopStatus.LOW_SIMILARITY,
                 f"best similarity {top.candidate.similarity:.3f} < {self.min_similarity:.3f}",
                 top,
@@ -80,33 +83,37 @@ class LoopClosureDecider:
         if not passed:
             top = similar[0]
             reason = top.reason if not top.passed else f"score {top.score:.3g} < {self.min_score:.3g}"
-            return LoopDecision(query_id, query_stamp, LoopStatus.FAILED_VERIFICATION, reason, top)
+            return LoopDecision(query_id, query_stamp_ns, LoopStatus.FAILED_VERIFICATION, reason, top)
         best = passed[0]
         supporting = self._supporting(query_id, best.candidate.id)
         for v in passed:
-            self._history.append(_Hypothesis(query_id, query_stamp, v))
+            self._history.append(_Hypothesis(query_id, query_stamp_ns, v))
         if len(supporting) + 1 >= self.consistency:
-            decision = self._accept(query_id, query_stamp, best, f"{best.reason}; {len(supporting)} agreeing")
+            decision = self._accept(
+                query_id, query_stamp_ns, best, f"{best.reason}; {len(supporting)} agreeing"
+            )
             for h in sorted(supporting.values(), key=lambda h: h.query_id):
                 if h.query_id not in self._accepted_queries:
                     reason = f"{h.verification.reason}; confirmed by keyframe {query_id}"
-                    decision.confirmed.append(self._accept(h.query_id, h.query_stamp, h.verification, reason))
+                    decision.confirmed.append(
+                        self._accept(h.query_id, h.query_stamp_ns, h.verification, reason)
+                    )
             return decision
         if best.score >= self.accept_score:
             return self._accept(
-                query_id, query_stamp, best, f"{best.reason}; strong enough to skip consistency"
+                query_id, query_stamp_ns, best, f"{best.reason}; strong enough to skip consistency"
             )
         return LoopDecision(
             query_id,
-            query_stamp,
+            query_stamp_ns,
             LoopStatus.FAILED_CONSISTENCY,
             f"{len(supporting) + 1} of {self.consistency} consistent queries so far",
             best,
         )
 
-    def _accept(self, query_id: int, stamp: float, verification: Verification, reason: str) -> LoopDecision:
+    def _accept(self, query_id: int, stamp_ns: int, verification: Verification, reason: str) -> LoopDecision:
         self._accepted_queries.append(query_id)
-        return LoopDecision(query_id, stamp, LoopStatus.ACCEPTED, reason, verification)
+        return LoopDecision(query_id, stamp_ns, LoopStatus.ACCEPTED, reason, verification)
 
     def reset(self) -> None:
         self._history.clear()

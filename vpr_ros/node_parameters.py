@@ -13,8 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .backends.params import KERNELS, PoseGraphParams
+
 DESCRIPTOR, RERANKER, LOOP_CLOSURE = "descriptor_node", "reranker_node", "loop_closure_node"
-ALL_NODES = (DESCRIPTOR, RERANKER, LOOP_CLOSURE)
+POSE_GRAPH = "pose_graph_node"  # the reference back end (ros/pose_graph_node.py)
+ADAPTER = "backend_adapter_node"  # loop closures for LIO-SAM / RTAB-Map (ros/backend_adapter_node.py)
+ALL_NODES = (DESCRIPTOR, RERANKER, LOOP_CLOSURE, POSE_GRAPH, ADAPTER)
+_GRAPH = PoseGraphParams()  # the pose graph's defaults have their home there
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,29 @@ NODE_PARAMETERS: dict[str, NodeParameter] = {
         _row(
             "odom_topic",
             "",
-            "nav_msgs/Odometry topic for the motion keyframe gate and keyframe poses ('' = none)",
-            [DESCRIPTOR],
+            "nav_msgs/Odometry of the body: keyframe gate and poses; the pose graph's input ('' = none)",
+            [DESCRIPTOR, POSE_GRAPH],
             replay=False,
+        ),
+        _row(
+            "odom_max_gap",
+            0.25,
+            "seconds between the two odometry messages a keyframe pose is interpolated between",
+            [DESCRIPTOR],
+            range=(0.001, 60.0),
+        ),
+        # frames (REP-105): loop closures between the body frames, through the camera extrinsics
+        _row(
+            "base_frame",
+            "base_link",
+            "robot body frame: loop closures also carry the constraint between two body poses",
+            [DESCRIPTOR, POSE_GRAPH],
+        ),
+        _row(
+            "camera_extrinsics",
+            [],
+            "camera optical frame in base_frame: x y z qx qy qz qw ([] = from tf2 if installed)",
+            [DESCRIPTOR],
         ),
         _row("image_reliability", "reliable", "image QoS reliability: reliable or best_effort", [DESCRIPTOR]),
         _row("camera_name", "", "camera name stored with each keyframe ('' = the node name)", [DESCRIPTOR]),
@@ -116,6 +141,84 @@ NODE_PARAMETERS: dict[str, NodeParameter] = {
         ),
         _row(
             "reranker_node_name", "reranker_node", "name of the node that sends vpr/verified", [LOOP_CLOSURE]
+        ),
+        # reference back end (pose_graph_node): GTSAM iSAM2 over odometry + loop closures
+        _row(
+            "map_frame", "map", "frame of the optimised path and of the map -> odom correction", [POSE_GRAPH]
+        ),
+        _row(
+            "odom_frame", "odom", "frame of the odometry (child of the map -> odom correction)", [POSE_GRAPH]
+        ),
+        _row(
+            "loop_closure_topic",
+            "vpr/loop_closures",
+            "LoopClosure topic a back end (pose graph, adapter) takes",
+            [POSE_GRAPH, ADAPTER],
+        ),
+        _row("path_period", 1.0, "seconds between vpr/optimized_path messages", [POSE_GRAPH], (0.01, 3600.0)),
+        _row(
+            "node_min_translation",
+            _GRAPH.node_min_translation,
+            "a new graph node when the body moved this far (m)",
+            [POSE_GRAPH],
+            (0.0, 1000.0),
+        ),
+        _row(
+            "node_min_rotation_deg",
+            _GRAPH.node_min_rotation_deg,
+            "... or turned this much (deg)",
+            [POSE_GRAPH],
+            (0.0, 360.0),
+        ),
+        _row(
+            "node_max_period_s",
+            _GRAPH.node_max_period_s,
+            "... or this long passed (s)",
+            [POSE_GRAPH],
+            (0.0, 3600.0),
+        ),
+        _row(
+            "odom_translation_sigma_per_m",
+            _GRAPH.odom_translation_sigma_per_m,
+            "odometry translation sigma per metre travelled (m/m)",
+            [POSE_GRAPH],
+            (0.0, 10.0),
+        ),
+        _row(
+            "odom_rotation_sigma_deg_per_m",
+            _GRAPH.odom_rotation_sigma_deg_per_m,
+            "odometry rotation sigma per metre travelled (deg/m)",
+            [POSE_GRAPH],
+            (0.0, 360.0),
+        ),
+        _row(
+            "loop_kernel",
+            _GRAPH.loop_kernel,
+            "robust kernel on loop factors: " + ", ".join(KERNELS),
+            [POSE_GRAPH],
+        ),
+        _row(
+            "loop_kernel_param",
+            _GRAPH.loop_kernel_param,
+            "kernel width in sigmas of the loop residual",
+            [POSE_GRAPH],
+            (1e-6, 1e6),
+        ),
+        _row(
+            "rotation_only_translation_sigma",
+            _GRAPH.rotation_only_translation_sigma,
+            "translation sigma (m) of a rotation-only loop: leaves translation free",
+            [POSE_GRAPH],
+            (1e-3, 1e9),
+        ),
+        # back-end adapters
+        _row("backend", "liosam", "adapter: liosam or rtabmap (docs/backends.md)", [ADAPTER]),
+        _row(
+            "stamp_tolerance",
+            1e-6,
+            "seconds between a loop stamp and the back end's node stamp (RTAB-Map keeps float seconds)",
+            [ADAPTER],
+            (0.0, 10.0),
         ),
         _row(
             "diagnostics_period", 1.0, "seconds between /diagnostics reports", ALL_NODES, range=(0.01, 3600.0)

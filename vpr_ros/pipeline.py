@@ -14,7 +14,10 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .config import PipelineConfig
+from .constraints import body_constraint
 from .encoder import Encoder
 from .feature_store import FeatureStore
 from .geometry import is_valid_pose, scale_camera_matrix
@@ -24,6 +27,9 @@ from .loop_closure import LoopClosureDecider
 from .map.keyframe_map import KeyframeMap
 from .rerank import build_reranker, get_reranker_spec, keyframe_local_features, needed_local_features
 from .types import Candidate, Frame, Keyframe, LoopDecision
+
+# Distinct (body frame, extrinsics) pairs remembered: cameras of one robot, a few at most.
+MAX_MOUNTS = 64
 
 
 @dataclass
@@ -80,7 +86,12 @@ class DescriptorStage:
             )
             t2 = time.perf_counter()
             kf_id = self.map.add(
-                descriptor, frame.stamp, frame_id=frame.frame_id, camera=self.camera, pose=frame.pose
+                descriptor,
+                frame.stamp,
+                stamp_ns=frame.stamp_ns,
+                frame_id=frame.frame_id,
+                camera=self.camera,
+                pose=frame.pose,
             )
         image, camera_matrix, depth = verification_view(
             frame.image, frame.camera_matrix, frame.depth, cfg.verification_image_width
@@ -88,6 +99,10 @@ class DescriptorStage:
         keyframe = Keyframe(
             id=kf_id,
             stamp=frame.stamp,
+            stamp_ns=frame.stamp_ns,
+            lens=frame.lens,
+            base_T_camera=frame.base_T_camera,
+            base_frame=frame.base_frame,
             descriptor=descriptor,
             image=image,
             camera_matrix=camera_matrix,
@@ -123,19 +138,50 @@ class VerificationStage:
                 float16=config.feature_fp16,
             )
         self.reranker = build_reranker(config, self.feature_store, model)
+        # Per keyframe: its body frame and extrinsics, as an index into the few distinct ones
+        # (one per camera), to turn camera constraints into body constraints.
+        self._mounts: list[tuple[str, np.ndarray | None]] = []
+        self._mount_of: dict[int, int] = {}
 
     def process(self, query: Keyframe, candidates: list[Candidate]):
-        """Remember the query keyframe, then verify its candidates (best first). A query image
-        wider than ``verification_image_width`` (another sender) is downscaled first."""
+        """Remember the query keyframe, then verify its candidates (best first), each relative
+        pose also given between the body frames. A query image wider than
+        ``verification_image_width`` (another sender) is downscaled first."""
         if query.image is not None and query.image.shape[1] > self.config.verification_image_width:
             query.image, query.camera_matrix, query.depth = verification_view(
                 query.image, query.camera_matrix, query.depth, self.config.verification_image_width
             )
+        self._remember_mount(query)
         self.reranker.add_keyframe(query)
-        return self.reranker.verify(query, candidates)
+        verifications = self.reranker.verify(query, candidates)
+        for v in verifications:
+            match_mount = self._mount_of.get(v.candidate.id)
+            if v.relative_pose is None or match_mount is None:
+                continue
+            match_frame, base_T_cam_match = self._mounts[match_mount]
+            if match_frame != query.base_frame:
+                continue  # two bodies (or one unnamed): no common body frame to express it in
+            v.base_pose = body_constraint(v.relative_pose, base_T_cam_match, query.base_T_camera)
+            v.base_frame = query.base_frame if v.base_pose is not None else ""
+        return verifications
+
+    def _remember_mount(self, kf: Keyframe) -> None:
+        for i, (frame, extrinsics) in enumerate(self._mounts):
+            same = (extrinsics is None) == (kf.base_T_camera is None) and (
+                extrinsics is None or np.array_equal(extrinsics, kf.base_T_camera)
+            )
+            if frame == kf.base_frame and same:
+                self._mount_of[kf.id] = i
+                return
+        if len(self._mounts) >= MAX_MOUNTS:  # extrinsics changing every frame: keep none
+            return
+        self._mounts.append((kf.base_frame, kf.base_T_camera))
+        self._mount_of[kf.id] = len(self._mounts) - 1
 
     def reset(self) -> None:
         """Forget every keyframe (a new map session); a loaded model stays loaded."""
+        self._mount_of.clear()
+        self._mounts.clear()
         self.reranker.reset()
         if self.feature_store is not None:  # the stage's own: emptied even if reset() forgets it
             self.feature_store.clear()
@@ -185,5 +231,5 @@ class LoopClosurePipeline:
         verifications = self.verification.process(retrieval.keyframe, retrieval.candidates)
         verify_ms = (time.perf_counter() - t0) * 1e3
         kf = retrieval.keyframe
-        decision = self.decider.decide(kf.id, kf.stamp, verifications)
+        decision = self.decider.decide(kf.id, kf.stamp_ns, verifications)
         return PipelineStep(reason, retrieval, decision, verifications, verify_ms)

@@ -28,6 +28,11 @@ def check_int(value, name: str, low: int = 0, high: int = ID_LIMIT) -> int:
     return value
 
 
+def check_stamp_ns(value, kf_id: int) -> int:
+    """A header stamp in integer nanoseconds (what builtin_interfaces/Time can hold)."""
+    return check_int(value, f"keyframe {kf_id} stamp_ns", 0, 2**63)
+
+
 def check_float(value, name: str) -> float:
     """A finite JSON number (int or float, not a bool); ValueError otherwise."""
     if type(value) not in (int, float):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from ..types import Candidate
-from .errors import check_float, check_int, check_str, short
+from ..types import Candidate, sec_to_ns
+from .errors import check_float, check_int, check_stamp_ns, check_str, short
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,12 @@ class KeyframeRecord:
     stamp: float
     frame_id: str = ""
     camera: str = ""
-    pose: np.ndarray | None = None  # 4x4 world_T_camera when known
+    pose: np.ndarray | None = None  # 4x4 odom_T_camera when known
+    stamp_ns: int | None = None  # exact header stamp (maps written before it: from ``stamp``)
+
+    def __post_init__(self):
+        if self.stamp_ns is None:
+            self.stamp_ns = sec_to_ns(self.stamp)
 
     def to_dict(self) -> dict:
         pose = None if self.pose is None else [float(v) for v in np.ravel(self.pose)]
@@ -41,6 +46,7 @@ class KeyframeRecord:
         return {
             "id": self.id,
             "stamp": self.stamp,
+            "stamp_ns": self.stamp_ns,
             "frame_id": self.frame_id,
             "camera": self.camera,
             "pose": pose,
@@ -60,6 +66,7 @@ class KeyframeRecord:
         return cls(
             id=kf_id,
             stamp=check_float(d.get("stamp"), f"keyframe {kf_id} stamp"),
+            stamp_ns=None if d.get("stamp_ns") is None else check_stamp_ns(d["stamp_ns"], kf_id),
             frame_id=check_str(d.get("frame_id", ""), f"keyframe {kf_id} frame_id"),
             camera=check_str(d.get("camera", ""), f"keyframe {kf_id} camera"),
             pose=pose,
@@ -266,7 +273,7 @@ class KeyframeMap:
         while True:
             ids, sims = self._raw_search(x, want)
             out = [
-                Candidate(int(i), self.records[int(i)].stamp, float(s), self.records[int(i)].frame_id)
+                Candidate(int(i), (rec := self.records[int(i)]).stamp, float(s), rec.frame_id, rec.stamp_ns)
                 for i, s in zip(ids, sims, strict=True)
                 if allowed(int(i)) and s >= min_similarity
             ]

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..lens import RECTIFIED, Lens
 from ..types import Keyframe
-from .errors import MapError, check_float, check_int, check_str, short
+from .errors import MapError, check_float, check_int, check_stamp_ns, check_str, short
 from .files import (
     fsync_path,
     is_real_dir,
@@ -111,9 +112,15 @@ def _read_folder(folder: Path, meta: dict) -> Keyframe:
             raise ValueError(f"local feature name {name!r}")
         local[name] = load_npy(folder / f"local.{name}.npy", mmap=True)
     camera_matrix, pose = _matrix(meta.get("camera_matrix"), 3), _matrix(meta.get("pose"), 4)
+    kf_id = check_int(meta["id"], "id")
+    stamp_ns = meta.get("stamp_ns")  # absent in maps written before exact stamps
     return Keyframe(
-        id=check_int(meta["id"], "id"),
+        id=kf_id,
         stamp=check_float(meta["stamp"], "stamp"),
+        stamp_ns=None if stamp_ns is None else check_stamp_ns(stamp_ns, kf_id),
+        lens=_lens(meta.get("lens")),
+        base_T_camera=_matrix(meta.get("base_T_camera"), 4),
+        base_frame=check_str(meta.get("base_frame", ""), "base_frame"),
         descriptor=np.zeros(0, np.float32),  # the descriptor lives in the index
         image=image,
         camera_matrix=camera_matrix,
@@ -122,6 +129,19 @@ def _read_folder(folder: Path, meta: dict) -> Keyframe:
         frame_id=check_str(meta.get("frame_id", ""), "frame_id"),
         camera=check_str(meta.get("camera", ""), "camera"),
         local_features=local,
+    )
+
+
+def _lens(value) -> Lens:
+    if value is None:
+        return RECTIFIED
+    if not isinstance(value, dict):
+        raise ValueError(f"meta.json lens {short(value)} is not an object")
+    coeffs = value.get("coeffs", [])
+    if not isinstance(coeffs, list):
+        raise ValueError(f"meta.json lens coefficients {short(coeffs)} are not a list")
+    return Lens.from_camera_info(
+        check_str(value.get("model", ""), "lens model"), [check_float(c, "lens coefficient") for c in coeffs]
     )
 
 
@@ -175,7 +195,11 @@ def write_payload(root: Path, kf: Keyframe, tmp: Path | None = None) -> None:
         meta = {
             "id": int(kf.id),
             "stamp": float(kf.stamp),
+            "stamp_ns": int(kf.stamp_ns),
             "frame_id": kf.frame_id,
+            "lens": {"model": kf.lens.model, "coeffs": list(kf.lens.coeffs)},
+            "base_T_camera": _floats(kf.base_T_camera),
+            "base_frame": kf.base_frame,
             "camera": kf.camera,
             "camera_matrix": _floats(kf.camera_matrix),
             "pose": _floats(kf.pose),

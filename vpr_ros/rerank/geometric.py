@@ -11,12 +11,15 @@ describes the procedure and the covariance.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
 from ..feature_store import FeatureStore
+from ..geometry import invert_pose
+from ..lens import RECTIFIED, Lens
 from ..types import Candidate, Keyframe, RelativePose, Verification
 from .base import RerankerContext, RerankerSpec, param, sort_verifications
 
@@ -24,6 +27,8 @@ from .base import RerankerContext, RerankerSpec, param, sort_verifications
 # minimal-sample model: on a rendered scene its translation direction was off by 3-6 degrees
 # where USAC_DEFAULT was within 0.1 degree, at the same speed.
 ROBUST_METHOD = getattr(cv2, "USAC_DEFAULT", cv2.RANSAC)
+# Recent keyframes (with odometry) a query's points may be triangulated against.
+RECENT_PARTNERS = 8
 # Stored per keyframe; pixel coordinates and depths keep full precision in an fp16 store.
 EXACT_FEATURES = ("keypoints", "keypoint_depth")
 
@@ -43,10 +48,26 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
     return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
 
 
-def _normalise(points: np.ndarray, camera_matrix: np.ndarray) -> np.ndarray:
-    """Pixels -> normalised image coordinates (x/z, y/z) with intrinsics ``camera_matrix``."""
-    pts = points.reshape(-1, 1, 2).astype(np.float64)
-    return cv2.undistortPoints(pts, np.asarray(camera_matrix, np.float64), None).reshape(-1, 2)
+@dataclass(frozen=True)
+class Camera:
+    """Intrinsics of a keyframe's verification image and its lens distortion."""
+
+    matrix: np.ndarray  # 3x3
+    lens: Lens = RECTIFIED
+
+    def normalise(self, points: np.ndarray) -> np.ndarray:
+        """Pixels -> ideal pinhole coordinates (x/z, y/z): the lens distortion removed."""
+        return self.lens.undistort(points, self.matrix)
+
+    @property
+    def focal(self) -> float:
+        return float(self.matrix[0, 0] + self.matrix[1, 1]) / 2.0
+
+
+def keyframe_camera(keyframe: Keyframe) -> Camera | None:
+    if keyframe.camera_matrix is None:
+        return None
+    return Camera(np.asarray(keyframe.camera_matrix, np.float64), keyframe.lens)
 
 
 def _spread(points: np.ndarray, image_shape: tuple[int, int]) -> tuple[float, float]:
@@ -57,6 +78,18 @@ def _spread(points: np.ndarray, image_shape: tuple[int, int]) -> tuple[float, fl
     coverage = hull_area / float(image_shape[0] * image_shape[1])
     sv = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
     return coverage, float(sv[1] / max(sv[0], 1e-9))
+
+
+# A homography that explains this share of the essential-matrix inliers means a planar scene.
+PLANAR_INLIER_RATIO = 0.9
+
+
+def _planar(pq: np.ndarray, pm: np.ndarray, threshold: float) -> bool:
+    """True when one homography fits nearly all inliers (normalised coordinates)."""
+    if len(pq) < 8:
+        return False
+    h, mask = cv2.findHomography(pq, pm, cv2.RANSAC, threshold)
+    return h is not None and mask is not None and mask.sum() >= PLANAR_INLIER_RATIO * len(pq)
 
 
 def keypoint_depths(keypoints: np.ndarray, depth: np.ndarray | None) -> np.ndarray | None:
@@ -110,6 +143,12 @@ class GeometricParams:
     ransac_threshold_px: float = param(
         2.0, "RANSAC threshold in pixels of the verification image", range=(0.0, None)
     )
+    scale_from_odometry: bool = param(
+        True, "without depth: metric pose from points triangulated over the odometry baseline"
+    )
+    min_baseline_m: float = param(
+        0.15, "least odometry baseline (m) to triangulate the query's points over", range=(0.0, None)
+    )
 
 
 _DEFAULTS = GeometricParams()
@@ -130,6 +169,8 @@ class GeometricVerifier:
         min_spread: float = 0.05,
         min_elongation: float = 0.05,
         feature_store: FeatureStore | None = None,
+        scale_from_odometry: bool = _DEFAULTS.scale_from_odometry,
+        min_baseline_m: float = _DEFAULTS.min_baseline_m,
     ):
         if feature not in ("sift", "orb"):
             raise ValueError(f"feature must be 'sift' or 'orb', got '{feature}'")
@@ -147,8 +188,12 @@ class GeometricVerifier:
         self.min_spread = min_spread
         self.min_elongation = min_elongation
         self.store = feature_store if feature_store is not None else FeatureStore()
-        # Per map keyframe: intrinsics and shape of its stored image (a few bytes each).
-        self._intrinsics: dict[int, np.ndarray | None] = {}
+        # Per map keyframe: intrinsics and lens of its stored image (a few bytes each).
+        self._cameras: dict[int, Camera | None] = {}
+        self.scale_from_odometry = scale_from_odometry
+        self.min_baseline_m = min_baseline_m
+        # Recent keyframes with an odometry pose: partners to triangulate a query's points with.
+        self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=RECENT_PARTNERS)
 
     # -- features -------------------------------------------------------------------------
     def features(self, image: np.ndarray, depth: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -174,11 +219,14 @@ class GeometricVerifier:
         if keyframe.image is None:
             return
         self.store.put(keyframe.id, self.features(keyframe.image, keyframe.depth), exact=EXACT_FEATURES)
-        self._intrinsics[keyframe.id] = keyframe.camera_matrix
+        self._cameras[keyframe.id] = keyframe_camera(keyframe)
+        if keyframe.pose is not None and keyframe.camera_matrix is not None:
+            self._recent.append((keyframe.id, np.asarray(keyframe.pose, np.float64)))
 
     def reset(self) -> None:
         self.store.clear()
-        self._intrinsics.clear()
+        self._cameras.clear()
+        self._recent.clear()
 
     # -- matching -------------------------------------------------------------------------
     def match(self, feats_q: dict, feats_m: dict) -> MatchResult:
@@ -210,22 +258,28 @@ class GeometricVerifier:
         feats_q: dict,
         feats_m: dict,
         query_shape: tuple[int, int],
-        k_query: np.ndarray | None = None,
-        k_match: np.ndarray | None = None,
+        cam_query: Camera | np.ndarray | None = None,
+        cam_match: Camera | np.ndarray | None = None,
     ) -> tuple[int, bool, str, RelativePose | None]:
         """(inliers, passed, reason, relative pose match_T_query) for one image pair.
 
         ``feats_*`` are ``features()`` dicts; their optional ``keypoint_depth`` enables PnP.
+        ``cam_*``: a Camera (intrinsics + lens) or a bare 3x3 matrix of a rectified image.
+        With both, keypoints are undistorted and the model is an essential matrix.
         """
+        if cam_query is not None and not isinstance(cam_query, Camera):
+            cam_query = Camera(np.asarray(cam_query, np.float64))
+        if cam_match is not None and not isinstance(cam_match, Camera):
+            cam_match = Camera(np.asarray(cam_match, np.float64))
         m = self.match(feats_q, feats_m)
         n = len(m.query_pts)
         if n < self.min_matches:
             return 0, False, f"too few matches ({n} < {self.min_matches})", None
-        use_essential = k_query is not None and k_match is not None
+        use_essential = cam_query is not None and cam_match is not None
         pq = pm = None
         if use_essential:
-            pq, pm = _normalise(m.query_pts, k_query), _normalise(m.match_pts, k_match)
-            focal = float(np.mean([k_query[0, 0], k_query[1, 1], k_match[0, 0], k_match[1, 1]]))
+            pq, pm = cam_query.normalise(m.query_pts), cam_match.normalise(m.match_pts)
+            focal = (cam_query.focal + cam_match.focal) / 2.0
             model, mask = cv2.findEssentialMat(
                 pq, pm, np.eye(3), ROBUST_METHOD, self.confidence, self.threshold / focal
             )
@@ -247,13 +301,19 @@ class GeometricVerifier:
             reason = f"inliers cover {coverage:.1%} of the image (< {self.min_spread:.0%})"
             return inliers, False, reason, None
         pose = None
+        pose_text = ""
         if use_essential:
             spread = (coverage, elongation)
-            pose = self._pnp_pose(m, inlier_mask, feats_q, feats_m, k_query, k_match, spread)
-            if pose is None:
+            pose = self._pnp_pose(m, inlier_mask, feats_q, feats_m, pq, pm, focal, spread)
+            if pose is None and _planar(pq[inlier_mask], pm[inlier_mask], self.threshold / focal):
+                # One plane explains the matches: two decompositions of E fit them equally
+                # (seen: 11 deg rotation error on a wall 1.6 m away). Without depth, no pose.
+                pose_text = ", planar scene: no pose without depth"
+            elif pose is None:
                 pose = self._essential_pose(model, pq, pm, inlier_mask, spread)
         kind = "essential" if use_essential else "fundamental"
-        pose_text = "" if pose is None else (", metric pose" if pose.metric else ", pose up to scale")
+        if pose is not None:
+            pose_text = ", metric pose" if pose.metric else ", pose up to scale"
         return inliers, True, f"{inliers} {kind} inliers of {n} matches{pose_text}", pose
 
     def _essential_pose(self, essential, pq, pm, inlier_mask, spread) -> RelativePose | None:
@@ -267,8 +327,10 @@ class GeometricVerifier:
         cov = pose_covariance(inliers, *spread, metric=False)
         return RelativePose(rotation, translation.ravel(), False, cov)
 
-    def _pnp_pose(self, m, inlier_mask, feats_q, feats_m, k_query, k_match, spread) -> RelativePose | None:
-        """Metric match_T_query from depth: query depth first, else the candidate's (inverted)."""
+    def _pnp_pose(self, m, inlier_mask, feats_q, feats_m, pq, pm, focal, spread) -> RelativePose | None:
+        """Metric match_T_query from depth: query depth first, else the candidate's (inverted).
+        ``pq``/``pm`` are the matches in undistorted normalised coordinates, so PnP runs on an
+        ideal pinhole (identity intrinsics, threshold in normalised units)."""
         for side in ("query", "match"):
             feats = feats_q if side == "query" else feats_m
             depth = feats.get("keypoint_depth")
@@ -276,22 +338,21 @@ class GeometricVerifier:
                 continue
             depth = np.asarray(depth, np.float64)
             if side == "query":
-                idx, pts3_px, k3, pts2, k2 = m.query_idx, m.query_pts, k_query, m.match_pts, k_match
+                idx, rays, pts2 = m.query_idx, pq, pm
             else:
-                idx, pts3_px, k3, pts2, k2 = m.match_idx, m.match_pts, k_match, m.query_pts, k_query
+                idx, rays, pts2 = m.match_idx, pm, pq
             z = depth[idx[inlier_mask]]
             valid = np.isfinite(z) & (z > 0)
             needed = max(6, self.min_inliers // 2)
             if valid.sum() < needed:
                 continue
-            rays = _normalise(pts3_px[inlier_mask][valid], k3)
-            obj = np.column_stack([rays * z[valid, None], z[valid]])
+            obj = np.column_stack([rays[inlier_mask][valid] * z[valid, None], z[valid]])
             ok, rvec, tvec, pnp_inliers = cv2.solvePnPRansac(
                 obj,
                 pts2[inlier_mask][valid],
-                np.asarray(k2, np.float64),
+                np.eye(3),
                 None,
-                reprojectionError=self.threshold * 2,
+                reprojectionError=self.threshold * 2 / focal,
                 confidence=self.confidence,
             )
             if not ok or pnp_inliers is None or len(pnp_inliers) < needed:
@@ -305,12 +366,73 @@ class GeometricVerifier:
             return RelativePose(rotation, translation, True, cov)
         return None
 
+    def triangulated_depth(self, query: Keyframe, feats_q: dict, cam_q: Camera | None) -> np.ndarray | None:
+        """Depth of the query's keypoints triangulated against a recent keyframe whose
+        odometry baseline is known (NaN where not triangulated); None without a partner.
+
+        The newest earlier keyframe at least ``min_baseline_m`` away (odometry camera poses)
+        is matched to the query; each mutual match is triangulated with the odometry's
+        relative pose and kept when it lies in front of both cameras, reprojects within the
+        RANSAC threshold and has at least 1 degree of parallax. PnP against a candidate then
+        gives a metric pose, its scale as good as the odometry over that short baseline.
+        """
+        if query.pose is None or cam_q is None:
+            return None
+        pose_q = np.asarray(query.pose, np.float64)
+        for partner_id, pose_p in reversed(self._recent):
+            baseline = float(np.linalg.norm(pose_p[:3, 3] - pose_q[:3, 3]))
+            if partner_id == query.id or baseline < max(self.min_baseline_m, 1e-6):
+                continue
+            cam_p, feats_p = self._cameras.get(partner_id), self.store.get(partner_id)
+            if cam_p is None or feats_p is None:
+                continue
+            return self._triangulate(feats_q, feats_p, cam_q, cam_p, invert_pose(pose_p) @ pose_q)
+        return None
+
+    def _triangulate(self, feats_q, feats_p, cam_q, cam_p, p_T_q) -> np.ndarray | None:
+        m = self.match(feats_q, feats_p)
+        if len(m.query_pts) < self.min_matches:
+            return None
+        rays_q, rays_p = cam_q.normalise(m.query_pts), cam_p.normalise(m.match_pts)
+        proj_q = np.hstack([np.eye(3), np.zeros((3, 1))])
+        proj_p = p_T_q[:3, :]
+        homog = cv2.triangulatePoints(proj_q, proj_p, rays_q.T, rays_p.T)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pts_q = (homog[:3] / homog[3]).T  # in the query camera frame
+        pts_p = pts_q @ p_T_q[:3, :3].T + p_T_q[:3, 3]
+        tol = 2.0 * self.threshold / cam_q.focal
+        with np.errstate(divide="ignore", invalid="ignore"):
+            err_q = np.linalg.norm(pts_q[:, :2] / pts_q[:, 2:] - rays_q, axis=1)
+            err_p = np.linalg.norm(pts_p[:, :2] / pts_p[:, 2:] - rays_p, axis=1)
+            centre_p = -p_T_q[:3, :3].T @ p_T_q[:3, 3]  # partner camera centre, query frame
+            ray_a = pts_q / np.linalg.norm(pts_q, axis=1, keepdims=True)
+            ray_b = (pts_q - centre_p) / np.linalg.norm(pts_q - centre_p, axis=1, keepdims=True)
+            parallax = np.degrees(np.arccos(np.clip(np.sum(ray_a * ray_b, axis=1), -1.0, 1.0)))
+        good = (
+            np.all(np.isfinite(pts_q), axis=1)
+            & (pts_q[:, 2] > 0)
+            & (pts_p[:, 2] > 0)
+            & (err_q < tol)
+            & (err_p < tol)
+            & (parallax >= 1.0)
+        )
+        if good.sum() < max(6, self.min_inliers // 2):
+            return None
+        depth = np.full(len(feats_q["keypoints"]), np.nan, np.float32)
+        depth[m.query_idx[good]] = pts_q[good, 2]
+        return depth
+
     def verify(self, query: Keyframe, candidates: list[Candidate]) -> list[Verification]:
         if query.image is None:
             return [Verification(c, 0.0, 0, False, "query keyframe has no image") for c in candidates]
         feats_q = self.store.get(query.id)
         if feats_q is None:
             feats_q = self.features(query.image, query.depth)
+        cam_query = keyframe_camera(query)
+        if "keypoint_depth" not in feats_q and self.scale_from_odometry and candidates:
+            depth = self.triangulated_depth(query, feats_q, cam_query)
+            if depth is not None:
+                feats_q = dict(feats_q, keypoint_depth=depth)
         results = []
         for cand in candidates:
             feats_m = self.store.get(cand.id)
@@ -319,10 +441,9 @@ class GeometricVerifier:
                     Verification(cand, 0.0, 0, False, "candidate keyframe not in the feature store")
                 )
                 continue
-            k_match = self._intrinsics.get(cand.id)
             try:
                 inliers, passed, reason, pose = self.verify_pair(
-                    feats_q, feats_m, query.image.shape[:2], query.camera_matrix, k_match
+                    feats_q, feats_m, query.image.shape[:2], cam_query, self._cameras.get(cand.id)
                 )
             except cv2.error as exc:  # a pathological input must not stop the node
                 inliers, passed, reason, pose = 0, False, f"OpenCV error: {str(exc).strip()[:120]}", None

@@ -40,7 +40,7 @@ def play_through_graph(seq, params: dict, domain_id: int) -> list[tuple[int, int
         if not player.wait_for_decisions(timeout=120):
             print("warning: not every keyframe got a decision in time", file=sys.stderr)
         period = seq.stamps[1] - seq.stamps[0]
-        frame_of_keyframe = {kf: int(round(stamp / period)) for kf, stamp in player.keyframes.items()}
+        frame_of_keyframe = {kf: int(round(ns * 1e-9 / period)) for kf, ns in player.keyframes.items()}
         return [
             (frame_of_keyframe[m.query_id], frame_of_keyframe[m.match_id], m.similarity, m.reranker_score)
             for m in sorted(player.closures, key=lambda m: m.query_id)

@@ -30,9 +30,10 @@ from ..runtime_stats import LatencyWindow
 from ..srv import LoadMap, ResetMap, SaveMap
 from .conversions import candidates_to_msg, keyframe_to_msg, map_info_to_msg
 from .diagnostics import OK, WARN, NodeDiagnostics
+from .extrinsics import CameraExtrinsics
 from .guard import callback_errors, guarded
 from .managed import SUCCESS, ManagedNode, free_accelerator_memory
-from .params import declare_pipeline_parameters, read_pipeline_config
+from .params import declare_pipeline_parameters, parameter_value, read_pipeline_config
 from .qos import LATCHED, image_qos
 from .sensors import SensorSync
 from .worker import BoundedWorker
@@ -73,6 +74,7 @@ class DescriptorNode(ManagedNode):
         self.counts: Counter = Counter()
         self.encode_ms, self.search_ms = LatencyWindow(), LatencyWindow()
         self.sensors = SensorSync(self.counts, self.get_logger())  # CameraInfo, depth, odometry
+        self._extrinsics = None
         self._active_subs: list = []
         self._save_timer = None
         self._map_services: list = []
@@ -95,6 +97,13 @@ class DescriptorNode(ManagedNode):
         self.camera = self.get_parameter("camera_name").value or self.get_name()
         self.map_session.map_path = self.get_parameter("map_path").value
         self.image_qos = image_qos(self.get_parameter("image_reliability").value, self.config.queue_size)
+        base_frame = self.get_parameter("base_frame").value
+        sensors = self.sensors
+        sensors.base_frame = base_frame
+        sensors.odom_max_gap_ns = int(self.get_parameter("odom_max_gap").value * 1e9)
+        if self._extrinsics is None:  # one tf2 listener for the node's lifetime
+            self._extrinsics = CameraExtrinsics(self, base_frame, parameter_value(self, "camera_extrinsics"))
+        sensors.extrinsics = self._extrinsics
         if not self._publishers_made:
             self.keyframe_pub = self.create_lifecycle_publisher(KeyframeMsg, "vpr/keyframes", 10)
             self.candidates_pub = self.create_lifecycle_publisher(LoopCandidates, "vpr/candidates", 10)

@@ -20,7 +20,7 @@ from ..msg import Keyframe as KeyframeMsg
 from ..msg import LoopClosure, LoopClosureArray, MapInfo
 from ..pipeline import build_decider
 from ..types import LoopStatus
-from .conversions import decision_to_msg, stamp_to_sec, verification_from_msg
+from .conversions import decision_to_msg, stamp_to_ns, verification_from_msg
 from .diagnostics import OK, WARN, NodeDiagnostics
 from .guard import callback_errors, guarded
 from .params import declare_node_parameters, declare_pipeline_parameters, read_pipeline_config
@@ -158,7 +158,7 @@ class LoopClosureNode(Node):
 
     def _on_verified(self, msg: LoopClosureArray) -> None:
         verifications = [verification_from_msg(c) for c in msg.closures]
-        decision = self.decider.decide(int(msg.query_id), stamp_to_sec(msg.header.stamp), verifications)
+        decision = self.decider.decide(int(msg.query_id), stamp_to_ns(msg.header.stamp), verifications)
         self.counts[decision.status.name] += 1
         template = None
         if decision.best is not None:

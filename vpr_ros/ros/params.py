@@ -7,6 +7,8 @@ import math
 import sys
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.parameter import Parameter
 
 from ..config import PipelineConfig
 from ..node_parameters import parameters_of
@@ -49,9 +51,20 @@ def declare_pipeline_parameters(node, names: list[str]) -> None:
 
 
 def declare_node_parameters(node, node_name: str) -> None:
-    """The node-only parameters (topics, persistence, diagnostics...) of ``node_name``."""
+    """The node-only parameters (topics, persistence, diagnostics...) of ``node_name``. An
+    empty-list default is declared as an unset double array (rclpy cannot type ``[]``)."""
     for p in parameters_of(node_name):
-        node.declare_parameter(p.name, p.default, descriptor_for(p.description, p.default, p.range))
+        default = Parameter.Type.DOUBLE_ARRAY if p.default == [] else p.default
+        node.declare_parameter(p.name, default, descriptor_for(p.description, p.default, p.range))
+
+
+def parameter_value(node, name: str):
+    """A parameter's value; [] for an unset array parameter (see declare_node_parameters)."""
+    try:
+        value = node.get_parameter(name).value
+    except ParameterUninitializedException:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) or hasattr(value, "tolist") else value
 
 
 def read_pipeline_config(node, names: list[str]) -> PipelineConfig:

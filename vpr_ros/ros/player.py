@@ -14,12 +14,28 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from ..lens import RECTIFIED, Lens
 from ..msg import Keyframe as KeyframeMsg
 from ..msg import LoopClosure
-from .conversions import rgb_to_image_msg, sec_to_stamp, stamp_to_sec
+from .conversions import (
+    depth_to_image_msg,
+    matrix_to_pose,
+    ns_to_stamp,
+    rgb_to_image_msg,
+    sec_to_stamp,
+    stamp_to_ns,
+)
+
+
+def as_time(stamp):
+    """A frame stamp as builtin_interfaces/Time: an int is exact nanoseconds, a float seconds."""
+    if isinstance(stamp, (int, np.integer)):
+        return ns_to_stamp(int(stamp))
+    return sec_to_stamp(float(stamp))
 
 
 class SequencePlayer(Node):
@@ -29,17 +45,23 @@ class SequencePlayer(Node):
         camera_info_topic: str = "",
         compressed: bool = False,
         frame_id: str = "camera",
+        depth_topic: str = "",
+        odom_topic: str = "",
+        base_frame: str = "base_link",
         **node_kwargs,
     ):
         super().__init__("vpr_sequence_player", **node_kwargs)
         self.compressed = compressed
         self.frame_id = frame_id
+        self.base_frame = base_frame
         self.image_pub = self.create_publisher(CompressedImage if compressed else Image, image_topic, 10)
         self.info_pub = (
             self.create_publisher(CameraInfo, camera_info_topic, 10) if camera_info_topic else None
         )
+        self.depth_pub = self.create_publisher(Image, depth_topic, 10) if depth_topic else None
+        self.odom_pub = self.create_publisher(Odometry, odom_topic, 50) if odom_topic else None
         self._lock = threading.Condition()
-        self.keyframes: dict[int, float] = {}  # keyframe id -> stamp
+        self.keyframes: dict[int, int] = {}  # keyframe id -> exact stamp (ns)
         self.closures: list[LoopClosure] = []
         self.rejected: list[LoopClosure] = []
         self.create_subscription(KeyframeMsg, "vpr/keyframes", self._on_keyframe, 100)
@@ -61,7 +83,7 @@ class SequencePlayer(Node):
 
     def _on_keyframe(self, msg) -> None:
         with self._lock:
-            self.keyframes[int(msg.id)] = stamp_to_sec(msg.header.stamp)
+            self.keyframes[int(msg.id)] = stamp_to_ns(msg.header.stamp)
             self._lock.notify_all()
 
     def _on_closure(self, msg) -> None:
@@ -104,8 +126,8 @@ class SequencePlayer(Node):
             }
         raise TimeoutError(f"vpr_ros graph not connected after {timeout:.0f} s; diagnostics seen: {seen}")
 
-    def make_image_msg(self, image: np.ndarray, stamp: float):
-        header_stamp = sec_to_stamp(stamp)
+    def make_image_msg(self, image: np.ndarray, stamp):
+        header_stamp = as_time(stamp)
         if self.compressed:
             ok, buf = cv2.imencode(
                 ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
@@ -120,22 +142,43 @@ class SequencePlayer(Node):
     def publish_raw(self, msg) -> None:
         self.image_pub.publish(msg)
 
-    def publish_frame(self, image: np.ndarray, stamp: float, camera_matrix: np.ndarray | None = None) -> None:
+    def publish_frame(
+        self,
+        image: np.ndarray,
+        stamp,
+        camera_matrix: np.ndarray | None = None,
+        depth: np.ndarray | None = None,
+        odom_pose: np.ndarray | None = None,
+        lens: Lens = RECTIFIED,
+    ) -> None:
+        """Odometry (odom_T_base), CameraInfo and depth first, all with the image's stamp."""
+        if self.odom_pub is not None and odom_pose is not None:
+            odom = Odometry()
+            odom.header.stamp, odom.header.frame_id = as_time(stamp), "odom"
+            odom.child_frame_id = self.base_frame
+            odom.pose.pose = matrix_to_pose(odom_pose[:3, :3], odom_pose[:3, 3])
+            self.odom_pub.publish(odom)
         if self.info_pub is not None and camera_matrix is not None:
             info = CameraInfo()
-            info.header.stamp = sec_to_stamp(stamp)
+            info.header.stamp = as_time(stamp)
             info.header.frame_id = self.frame_id
             info.height, info.width = image.shape[:2]
             info.k = [float(v) for v in np.ravel(camera_matrix)]
+            info.distortion_model, info.d = lens.to_camera_info()
             self.info_pub.publish(info)
+        if self.depth_pub is not None and depth is not None:
+            depth_msg = depth_to_image_msg(depth)
+            depth_msg.header.stamp, depth_msg.header.frame_id = as_time(stamp), self.frame_id
+            self.depth_pub.publish(depth_msg)
         self.image_pub.publish(self.make_image_msg(image, stamp))
 
-    def wait_keyframe_with_stamp(self, stamp: float, timeout: float) -> int | None:
+    def wait_keyframe_with_stamp(self, stamp, timeout: float) -> int | None:
+        stamp_ns = stamp_to_ns(as_time(stamp))
         deadline = time.monotonic() + timeout
         with self._lock:
             while True:
                 for kf_id, kf_stamp in self.keyframes.items():
-                    if abs(kf_stamp - stamp) < 1e-6:
+                    if kf_stamp == stamp_ns:
                         return kf_id
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -153,6 +196,9 @@ class SequencePlayer(Node):
         resend_after: float = 5.0,
         wait_decision: bool = True,
         progress=None,
+        depths: Sequence[np.ndarray] | None = None,
+        odometry: Sequence[np.ndarray] | None = None,
+        lens: Lens = RECTIFIED,
     ) -> int:
         """Publish all frames; returns how many were not played through (0: all of them).
 
@@ -162,16 +208,21 @@ class SequencePlayer(Node):
         """
         for i, (image, stamp) in enumerate(zip(images, stamps, strict=True)):
             t0 = time.monotonic()
-            self.publish_frame(image, float(stamp), camera_matrix)
+            extra = {
+                "depth": None if depths is None else depths[i],
+                "odom_pose": None if odometry is None else odometry[i],
+                "lens": lens,
+            }
+            self.publish_frame(image, stamp, camera_matrix, **extra)
             if lockstep:
                 # DDS may drop a message sent right after discovery; re-sending is harmless
                 # (the keyframe gate rejects a repeated stamp as too soon).
                 deadline = time.monotonic() + frame_timeout
                 kf_id = None
-                while (kf_id := self.wait_keyframe_with_stamp(float(stamp), resend_after)) is None:
+                while (kf_id := self.wait_keyframe_with_stamp(stamp, resend_after)) is None:
                     if time.monotonic() >= deadline:
                         break
-                    self.publish_frame(image, float(stamp), camera_matrix)
+                    self.publish_frame(image, stamp, camera_matrix, **extra)
                 decided = kf_id is not None and (
                     not wait_decision
                     or self.wait_for_decisions(timeout=max(0.0, deadline - time.monotonic()), ids={kf_id})

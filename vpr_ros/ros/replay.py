@@ -28,7 +28,8 @@ from ..evaluation.sources import SourceFrame
 from ..msg import LoopClosureArray
 from ..node_parameters import NODE_PARAMETERS
 from . import processes
-from .player import SequencePlayer
+from .conversions import stamp_to_ns
+from .player import SequencePlayer, as_time
 
 IMAGE_TOPIC = "/vpr_eval/image_raw"
 CAMERA_INFO_TOPIC = "/vpr_eval/camera_info"
@@ -77,9 +78,9 @@ class ReplayPlayer(SequencePlayer):
         self.last_message = time.monotonic()
         self.create_subscription(LoopClosureArray, "vpr/verified", self._on_verified, 100)
 
-    def publish_frame(self, image, stamp, camera_matrix=None) -> None:
-        self.published_at[_ns(stamp)] = time.monotonic()
-        super().publish_frame(image, stamp, camera_matrix)
+    def publish_frame(self, image, stamp, camera_matrix=None, **streams) -> None:
+        self.published_at[stamp_to_ns(as_time(stamp))] = time.monotonic()
+        super().publish_frame(image, stamp, camera_matrix, **streams)
 
     def _on_keyframe(self, msg) -> None:
         self.descriptors[int(msg.id)] = np.asarray(msg.descriptor, dtype=np.float32)
@@ -193,17 +194,17 @@ def run_replay(
 
     frame_by_ns = {_ns(s): f for f, s in run.frame_stamps.items()}
     with player._lock:
-        for kf_id, stamp in sorted(player.keyframes.items()):
-            frame = frame_by_ns.get(_ns(stamp))
+        for kf_id, stamp_ns in sorted(player.keyframes.items()):
+            frame = frame_by_ns.get(stamp_ns)
             if frame is None:
                 continue
             best = player.best.get(kf_id)
-            sent, decided = player.published_at.get(_ns(stamp)), player.decided_at.get(kf_id)
+            sent, decided = player.published_at.get(stamp_ns), player.decided_at.get(kf_id)
             run.keyframes.append(
                 KeyframeRecord(
                     id=kf_id,
                     frame=frame,
-                    stamp=stamp,
+                    stamp=run.frame_stamps[frame],
                     descriptor=player.descriptors.get(kf_id),
                     latency_ms=(decided - sent) * 1e3 if sent is not None and decided is not None else None,
                     best_match_id=None if best is None else best[0],

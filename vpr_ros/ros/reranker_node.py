@@ -31,8 +31,8 @@ from ..runtime_stats import LatencyWindow
 from .conversions import (
     candidates_from_msg,
     keyframe_from_msg,
+    ns_to_stamp,
     rgb_to_image_msg,
-    sec_to_stamp,
     verification_to_msg,
 )
 from .diagnostics import OK, WARN, NodeDiagnostics
@@ -266,7 +266,7 @@ class RerankerNode(ManagedNode):
             f"score {best.score:.1f}  {best.reason}"
         )
         canvas = draw_pair(query.image, match_image, pts_q, pts_m, inliers, caption[:120])
-        header = Header(stamp=sec_to_stamp(query.stamp), frame_id=query.frame_id)
+        header = Header(stamp=ns_to_stamp(query.stamp_ns), frame_id=query.frame_id)
         self.debug_pub.publish(rgb_to_image_msg(canvas, header))
 
     # -- diagnostics -------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""SLAM back ends that consume odometry and our loop closures (ROS-free)."""
