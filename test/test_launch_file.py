@@ -106,3 +106,20 @@ def test_node_parameter_arguments_take_the_table_defaults_and_nodes_respawn(laun
     assert all(node.kwargs["respawn"] is True for node in nodes.values())
     _, nodes = _nodes(launch_file, respawn="false")
     assert not any(node.kwargs["respawn"] for node in nodes.values())
+
+
+def test_pose_graph_and_camera_extrinsics_arguments(launch_file):
+    _, nodes = _nodes(launch_file)
+    assert "pose_graph_node" not in nodes
+    merged = {k: v for p in nodes["descriptor_node"].kwargs["parameters"][1:] for k, v in p.items()}
+    assert "camera_extrinsics" not in merged and merged["base_frame"] == "base_link"
+    _, nodes = _nodes(
+        launch_file,
+        pose_graph="true",
+        odom_topic="/odom",
+        camera_extrinsics="[0.2, 0, 1.2, -0.5, 0.5, -0.5, 0.5]",
+    )
+    graph = nodes["pose_graph_node"].kwargs["parameters"][1]
+    assert graph == {"odom_topic": "/odom", "base_frame": "base_link"}
+    merged = {k: v for p in nodes["descriptor_node"].kwargs["parameters"][1:] for k, v in p.items()}
+    assert merged["camera_extrinsics"] == [0.2, 0.0, 1.2, -0.5, 0.5, -0.5, 0.5]

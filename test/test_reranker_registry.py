@@ -329,6 +329,7 @@ def test_each_default_has_one_home():
         "geometric_ransac_threshold_px",
         "geometric_scale_from_odometry",
         "geometric_min_baseline_m",
+        "geometric_max_pose_disagreement_deg",
         "pairvpr_weights",
         "pairvpr_batch_size",
         "pairvpr_min_score",

@@ -235,7 +235,8 @@ def test_same_place_marks_revisits_not_the_far_side(seq):
     assert np.mean(revisited) > 0.95
     assert not seq.same_place[_other_half_of_the_ring(seq)].any()
     centres = seq.gt_camera_poses[:, :3, 3]
-    assert np.linalg.norm(centres[:, None] - centres[None], axis=-1)[seq.same_place].max() <= 3.0
+    # 3 m apart, or views sharing 30 % of their surfaces within 10 m (down a corridor).
+    assert np.linalg.norm(centres[:, None] - centres[None], axis=-1)[seq.same_place].max() <= 10.0
     for q, m in revisit_pairs(seq, 10):
         assert seq.lap[q] == 1 and seq.lap[m] == 0 and seq.same_place[q, m]
         assert np.linalg.norm(relative_camera_pose(seq, q, m)[:3, 3]) < 1.0
@@ -248,9 +249,9 @@ def test_covisibility_is_exact_view_overlap(seq):
     assert cov[q, m] > 0.5 and cov[m, q] > 0.5
     assert cov[_other_half_of_the_ring(seq)].max() < 0.05
     # Walking down a straight corridor: the frame behind sees much of what the frame 4 m
-    # ahead sees (the far walls), not the other way round; same_place (3 m) marks neither.
+    # ahead sees (the far walls), not the other way round.
     behind, ahead = 66, 72
-    assert seq.lap[ahead] == 0 and not seq.same_place[behind, ahead]
+    assert seq.lap[ahead] == 0
     assert cov[ahead, behind] > 0.2 > cov[behind, ahead]
 
 

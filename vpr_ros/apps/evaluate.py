@@ -3,13 +3,23 @@
     evaluate --images DIR --gt-matrix gt.bmp --model mobilenetv2 --output out/
     evaluate --bag BAG --image-topic /cam/image_raw --pose-topic /odom --output out/
     evaluate --bag BAG --image-topic /cam/image_raw --gt-poses poses.tum --replay --rate 5
+    evaluate --world DIR --model mobilenetv2 --output out/   # python -m vpr_ros.apps.world --export DIR
 
 Input: --bag (rosbag2, mcap or sqlite3; Image or CompressedImage on --image-topic, optional
---camera-info-topic) or --images (a folder, natural filename order, --frame-period apart).
+--camera-info-topic), --images (a folder, natural filename order, --frame-period apart or at
+--stamps-ns; optional --depth folder) or --world (an exported world folder: images, depth,
+stamps, camera info, ground-truth poses and same-place matrix, odometry, extrinsics; any of
+them can be overridden by its own flag).
 
-Ground truth (one of): --pose-topic (nav_msgs/Odometry, geometry_msgs/PoseStamped or
-PoseWithCovarianceStamped in the bag), --gt-poses (TUM or KITTI file), or --gt-matrix
-(8-bit image, 255 = same place, or boolean .npy; entry (i, j) is about frames i and j).
+Odometry (offline): --odometry (TUM file of the body, odom_T_base) or --odom-drift (synthesised
+from the ground-truth poses), with --extrinsics (base_T_camera). The pipeline then sees the
+odometry camera pose, the closures carry body constraints, and a pose graph over odometry and
+closures measures the trajectory error before and after (report.json "drift").
+
+Ground truth: --pose-topic (nav_msgs/Odometry, geometry_msgs/PoseStamped or
+PoseWithCovarianceStamped in the bag) or --gt-poses (TUM or KITTI file), and/or --gt-matrix
+(8-bit image, 255 = same place, or boolean .npy; entry (i, j) is about frames i and j). With
+both, the matrix decides same place and the poses are the truth for relative poses and drift.
 With poses, two frames show the same place when their positions are at most --gt-radius
 metres apart (and, with --gt-max-angle, their orientations within that many degrees).
 A pair counts as a loop only when it is at least --min-gap-s seconds and --min-gap-frames
@@ -22,8 +32,9 @@ the frames through the real ROS 2 graph (node processes on a private ROS_DOMAIN_
 so drops and latency count.
 
 Output (--output DIR): report.json (metrics and every parameter), queries.csv (one row per
-keyframe), pr_curve.png, similarity_matrix.png, trajectory.png (when poses exist); a table
-on stdout. How each number is computed: docs/evaluation.md.
+keyframe), loops.csv (one row per closure: relative-pose errors against the ground-truth
+poses), pr_curve.png, similarity_matrix.png, trajectory.png (when poses exist: with odometry,
+before/after the pose graph); a table on stdout. How each number is computed: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -38,11 +49,15 @@ import yaml
 
 from .. import __version__
 from ..config import PipelineConfig, default_params_file, load_config, read_params_file
-from ..evaluation.ground_truth import GroundTruth, GroundTruthError, read_pose_file, read_same_place_matrix
-from ..evaluation.report import json_safe, print_table, write_plots, write_queries_csv
+from ..evaluation.drift import drift_report_for_run
+from ..evaluation.ground_truth import GroundTruth, GroundTruthError, read_same_place_matrix
+from ..evaluation.inputs import fill_world, open_source
+from ..evaluation.loops import loop_rows, relative_pose_summary, write_loops_csv
+from ..evaluation.report import json_safe, print_drift, print_table, write_plots, write_queries_csv
 from ..evaluation.run import RunRecord, run_offline
 from ..evaluation.scoring import loop_window, score_run
-from ..evaluation.sources import BagSource, ImageFolderSource, SourceError, read_camera_info_yaml
+from ..evaluation.sources import SourceError
+from ..lens import RECTIFIED
 from ..rerank import reranker_names
 from ..runtime_stats import peak_rss_bytes
 from ..weights import WeightsError
@@ -61,7 +76,7 @@ def _parse(argv):
     p = argparse.ArgumentParser(
         prog="evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    src = p.add_argument_group("input (one of --bag, --images)")
+    src = p.add_argument_group("input (one of --bag, --images, --world)")
     src.add_argument("--bag", help="rosbag2 directory, .mcap or .db3 file")
     src.add_argument("--image-topic", help="image topic in the bag (sensor_msgs/Image or CompressedImage)")
     src.add_argument("--camera-info-topic", help="sensor_msgs/CameraInfo topic in the bag (optional)")
@@ -71,8 +86,27 @@ def _parse(argv):
     )
     src.add_argument("--camera-info", help="--images: ROS camera calibration YAML (optional)")
     src.add_argument("--max-frames", type=int, help="use only the first N frames")
+    src.add_argument(
+        "--world", metavar="DIR", help="an exported world (python -m vpr_ros.apps.world --export)"
+    )
+    src.add_argument("--depth", metavar="DIR", help="--images: depth images of the same names (uint16 mm)")
+    src.add_argument("--stamps-ns", metavar="FILE", help="--images: exact stamps, one integer ns per line")
+    src.add_argument("--odometry", metavar="FILE", help="body odometry odom_T_base (TUM file), offline")
+    src.add_argument(
+        "--extrinsics",
+        nargs="+",
+        metavar="V",
+        help="base_T_camera: a YAML file (x y z qx qy qz qw keys) or the 7 numbers x y z qx qy qz qw",
+    )
+    src.add_argument(
+        "--odom-drift",
+        nargs=2,
+        type=float,
+        metavar=("YAW_DEG_PER_M", "SCALE"),
+        help="synthesise drifting body odometry from the ground-truth poses (yaw bias, scale error)",
+    )
 
-    gt = p.add_argument_group("ground truth (one of --pose-topic, --gt-poses, --gt-matrix)")
+    gt = p.add_argument_group("ground truth (--pose-topic or --gt-poses, and/or --gt-matrix)")
     gt.add_argument(
         "--pose-topic",
         "--gt-topic",
@@ -159,13 +193,31 @@ def _parse(argv):
     out.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if bool(args.bag) == bool(args.images):
-        p.error("give exactly one input: --bag or --images")
+    if sum(bool(a) for a in (args.bag, args.images, args.world)) != 1:
+        p.error("give exactly one input: --bag, --images or --world")
+    if args.world:
+        try:
+            fill_world(args)
+        except SourceError as err:
+            p.error(str(err))
     if args.bag and not args.image_topic:
         p.error("--bag needs --image-topic")
-    gt_sources = [a for a in (args.pose_topic, args.gt_poses, args.gt_matrix) if a]
-    if len(gt_sources) != 1:
-        p.error("give exactly one ground truth: --pose-topic, --gt-poses or --gt-matrix")
+    if not (args.pose_topic or args.gt_poses or args.gt_matrix):
+        p.error("give a ground truth: --pose-topic, --gt-poses or --gt-matrix")
+    if args.pose_topic and args.gt_poses:
+        p.error("give one pose ground truth: --pose-topic or --gt-poses")
+    if args.bag and (args.depth or args.stamps_ns):
+        p.error("--depth and --stamps-ns are for --images (a bag has its header stamps)")
+    if args.replay and (args.odometry or args.odom_drift):
+        p.error("--odometry and --odom-drift are for the offline mode (a replay publishes images only)")
+    if args.odometry and args.odom_drift:
+        p.error("give --odometry or --odom-drift, not both")
+    if (args.odometry or args.odom_drift) and not args.extrinsics:
+        p.error("odometry needs --extrinsics (base_T_camera; 0 0 0 0 0 0 1 for odometry of the camera)")
+    if args.odom_drift and not (args.images and args.gt_poses):
+        p.error("--odom-drift needs --images (or --world) with --gt-poses")
+    if args.extrinsics and len(args.extrinsics) not in (1, 7):
+        p.error("--extrinsics takes a YAML file or 7 numbers x y z qx qy qz qw")
     if args.images and (args.pose_topic or args.camera_info_topic):
         p.error("--pose-topic and --camera-info-topic read from a bag: use --gt-poses / --camera-info")
     if args.bag and args.camera_info:
@@ -193,32 +245,6 @@ def _params(args) -> tuple[dict, str | None]:
             raise EvaluationError(f"-p expects NAME=VALUE, got '{item}'")
         params[name.strip()] = yaml.safe_load(value)
     return params, params_file
-
-
-def _open_source(args):
-    track = read_pose_file(args.gt_poses, args.gt_format) if args.gt_poses else None
-    if args.bag:
-        return BagSource(
-            args.bag,
-            args.image_topic,
-            camera_info_topic=args.camera_info_topic,
-            pose_topic=args.pose_topic,
-            poses=track,
-            max_pose_dt=args.gt_max_dt,
-            max_frames=args.max_frames,
-        )
-    k = size = None
-    if args.camera_info:
-        k, size = read_camera_info_yaml(args.camera_info)
-    return ImageFolderSource(
-        args.images,
-        frame_period=args.frame_period,
-        camera_matrix=k,
-        camera_size=size,
-        poses=track,
-        max_pose_dt=args.gt_max_dt,
-        max_frames=args.max_frames,
-    )
 
 
 def _ground_truth(args, source, run: RunRecord, matrix) -> GroundTruth:
@@ -257,7 +283,7 @@ def evaluate(args) -> dict:
             "localization_only queries a map from an earlier session; evaluate measures loop closure "
             "within one sequence (set -p localization_only=false)"
         )
-    source = _open_source(args)
+    source = open_source(args)
     matrix = None
     if args.gt_matrix:  # read and check it before the long part
         matrix = read_same_place_matrix(args.gt_matrix)
@@ -312,6 +338,13 @@ def evaluate(args) -> dict:
             "camera_info": args.camera_info,
             "max_frames": args.max_frames,
             "bad_images": source.bad_images,
+            "world": args.world,
+            "depth": args.depth,
+            "stamps_ns": args.stamps_ns,
+            "odometry": args.odometry,
+            "odom_drift": args.odom_drift,
+            "extrinsics": args.extrinsics,
+            "lens": getattr(source, "lens", RECTIFIED).model or "rectified",
         },
         **scores.report,
         "wall_time_s": wall,
@@ -338,13 +371,22 @@ def evaluate(args) -> dict:
                 0, scores.report["num_reference_keyframes"] - scores.report["num_keyframes"]
             ),
         )
+    loops = loop_rows(run, gt)
+    report["relative_pose"] = relative_pose_summary(loops)
+    title = f"{source.name}: {config.model} + {config.reranker} ({mode})"
+    drift = drift_report_for_run(
+        run, plot_path=None if args.no_plots else out / "trajectory.png", title=title
+    )
+    if drift is not None:
+        report["drift"] = drift
     report = json_safe(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     write_queries_csv(out / "queries.csv", scores.queries)
-    files = [out / "report.json", out / "queries.csv"]
+    files = [out / "report.json", out / "queries.csv", write_loops_csv(out / "loops.csv", loops)]
+    if drift is not None and "plot" in drift:
+        files.append(Path(drift["plot"]))
     if not args.no_plots:
-        title = f"{source.name}: {config.model} + {config.reranker} ({mode})"
-        files += write_plots(out, scores, run, gt, title)
+        files += write_plots(out, scores, run, gt, title, trajectory=drift is None)
     report["_files"] = [str(f) for f in files]
     return report
 
@@ -373,6 +415,7 @@ def main(argv=None) -> int:
         f"ground truth from {report['ground_truth']['source']}; {report['wall_time_s']:.1f} s"
     )
     print_table(report)
+    print_drift(report)
     print("wrote " + ", ".join(files))
     return 0
 

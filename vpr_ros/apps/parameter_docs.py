@@ -41,6 +41,8 @@ README_PARAMETERS = (
     "camera_info_topic",
     "depth_topic",
     "odom_topic",
+    "base_frame",
+    "camera_extrinsics",
     "map_path",
     "map_save_period",
 )

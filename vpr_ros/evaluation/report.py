@@ -47,6 +47,30 @@ def print_table(report: dict, out=sys.stdout) -> None:
             f"{fmt(r['mean_keyframe_latency_ms'], 1)} / {fmt(r['p95_keyframe_latency_ms'], 1)} ms",
         ),
     ]
+    rel = r.get("relative_pose")
+    if rel and rel["closures"]:
+        kinds = rel["pose_kinds"]
+        rows.append(
+            (
+                "pose kinds metric / rot-only / none",
+                f"{kinds['metric']} / {kinds['rotation_only']} / {kinds['none']}",
+            )
+        )
+        errors = rel["errors"]
+        for name, key, unit in (
+            ("rotation error", "rotation_error_deg", "deg"),
+            ("direction error", "translation_direction_error_deg", "deg"),
+            ("translation error", "translation_error_m", "m"),
+            ("translation error", "translation_error_pct", "%"),
+        ):
+            e = errors[key]
+            if e["n"]:
+                rows.append(
+                    (
+                        f"{name} med / p95 / max",
+                        f"{fmt(e['median'])} / {fmt(e['p95'])} / {fmt(e['max'])} {unit}",
+                    )
+                )
     if "replay" in r:
         rp = r["replay"]
         rows.append(("frames lost in replay", f"{rp['keyframes_missing']} of {rp['reference_keyframes']}"))
@@ -55,6 +79,24 @@ def print_table(report: dict, out=sys.stdout) -> None:
     print(f"{'-' * width}  {'-' * 16}", file=out)
     for name, value in rows:
         print(f"{name:<{width}}  {value}", file=out)
+
+
+def print_drift(report: dict, out=None) -> None:
+    """The one-line before/after of the pose graph, when the report has one."""
+    out = out or sys.stdout  # looked up now, so that a redirected stdout gets it
+    d = report.get("drift")
+    if not d:
+        return
+    if d["odometry_ape_rmse_m"] is None:
+        print(f"APE RMSE: n/a ({d['nodes_with_ground_truth']} graph nodes with ground truth)", file=out)
+        return
+    change = d["reduction_pct"]
+    print(
+        f"APE RMSE: odometry {d['odometry_ape_rmse_m']:.3f} m -> with loop closures "
+        f"{d['optimized_ape_rmse_m']:.3f} m ({-change if change is not None else 0.0:+.1f} %; "
+        f"{d['loops_added']} loops added, {d['loops_skipped']} skipped, {d['align']} aligned)",
+        file=out,
+    )
 
 
 def write_queries_csv(path: Path, rows: list[dict]) -> None:
@@ -77,7 +119,10 @@ def write_queries_csv(path: Path, rows: list[dict]) -> None:
             writer.writerow({k: "" if row.get(k) is None else row[k] for k in fields})
 
 
-def write_plots(out: Path, scores: Scores, run: RunRecord, gt: GroundTruth, title: str) -> list[Path]:
+def write_plots(
+    out: Path, scores: Scores, run: RunRecord, gt: GroundTruth, title: str, trajectory: bool = True
+) -> list[Path]:
+    """The PR curve, the similarity matrix and (``trajectory``) the ground-truth path with closures."""
     from . import plots
 
     r = scores.report
@@ -100,7 +145,7 @@ def write_plots(out: Path, scores: Scores, run: RunRecord, gt: GroundTruth, titl
             plots.plot_similarity(scores.similarity, same, kf_closures, out / "similarity_matrix.png", title)
         )
     positions = {f: p[:3, 3] for f, p in run.frame_poses.items() if p is not None}
-    if len(positions) >= 2:
+    if trajectory and len(positions) >= 2:
         files.append(
             plots.plot_trajectory(positions, run.frame_stamps, scores.closures, out / "trajectory.png", title)
         )

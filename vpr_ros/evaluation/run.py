@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import PipelineConfig
-from ..types import Frame, Verification
+from ..types import Frame, RelativePose, Verification
 from .sources import SourceFrame
+
+BASE_FRAME = "base_link"  # REP-105 body frame the frames' extrinsics refer to
 
 
 @dataclass
@@ -35,19 +37,27 @@ class KeyframeRecord:
 
 @dataclass
 class ClosureRecord:
-    """A published loop closure (accepted decision), by keyframe id."""
+    """A published loop closure (accepted decision), by keyframe id, with its relative poses."""
 
     query_id: int
     match_id: int
     similarity: float
     score: float
+    query_stamp_ns: int | None = None
+    match_stamp_ns: int | None = None
+    relative_pose: RelativePose | None = None  # match_T_query between the camera optical frames
+    base_pose: RelativePose | None = None  # the same between the body frames (needs extrinsics)
+    inliers: int | None = None
 
 
 @dataclass
 class RunRecord:
     mode: str  # "offline" or "replay"
     frame_stamps: dict[int, float] = field(default_factory=dict)  # every frame read
-    frame_poses: dict[int, np.ndarray | None] = field(default_factory=dict)
+    frame_poses: dict[int, np.ndarray | None] = field(default_factory=dict)  # ground truth (camera)
+    frame_stamps_ns: dict[int, int] = field(default_factory=dict)  # exact, where known (offline)
+    frame_odometry: dict[int, np.ndarray | None] = field(default_factory=dict)  # odom_T_base (body)
+    base_T_camera: np.ndarray | None = None  # the extrinsics the frames carried (last seen)
     keyframes: list[KeyframeRecord] = field(default_factory=list)
     closures: list[ClosureRecord] = field(default_factory=list)
     stage_ms: dict[str, list[float]] = field(default_factory=dict)  # encode/search/verify per keyframe
@@ -74,7 +84,12 @@ def run_offline(
     progress: Callable[[], None] | None = None,
     pipeline=None,
 ) -> RunRecord:
-    """Every frame through ``LoopClosurePipeline`` in this process (deterministic)."""
+    """Every frame through ``LoopClosurePipeline`` in this process (deterministic).
+
+    The pipeline sees what a robot has: the odometry camera pose (odom_T_base @ base_T_camera)
+    when the frame has odometry, else its ground-truth pose (as before odometry inputs
+    existed); depth, lens, exact stamp and extrinsics as the frame carries them.
+    """
     from ..pipeline import LoopClosurePipeline
 
     pipeline = pipeline or LoopClosurePipeline(config)
@@ -84,10 +99,28 @@ def run_offline(
     for frame in frames:
         run.frame_stamps[frame.index] = frame.stamp
         run.frame_poses[frame.index] = frame.pose
-        t0 = time.perf_counter()
-        step = pipeline.process(
-            Frame(frame.stamp, frame.image, "camera", frame.camera_matrix, None, frame.pose)
+        run.frame_odometry[frame.index] = frame.odometry
+        if frame.base_T_camera is not None:
+            run.base_T_camera = frame.base_T_camera
+        pose = frame.pose
+        if frame.odometry is not None:
+            mount = frame.base_T_camera if frame.base_T_camera is not None else np.eye(4)
+            pose = frame.odometry @ mount
+        item = Frame(
+            frame.stamp,
+            frame.image,
+            "camera",
+            frame.camera_matrix,
+            frame.depth,
+            pose,
+            stamp_ns=frame.stamp_ns,
+            lens=frame.lens,
+            base_T_camera=frame.base_T_camera,
+            base_frame=BASE_FRAME if frame.base_T_camera is not None else "",
         )
+        run.frame_stamps_ns[frame.index] = item.stamp_ns  # exact, or rounded from seconds
+        t0 = time.perf_counter()
+        step = pipeline.process(item)
         elapsed_ms = (time.perf_counter() - t0) * 1e3
         if progress is not None:
             progress()
@@ -116,12 +149,18 @@ def run_offline(
             if decision.accepted and decision.best is not None:
                 if decision.query_id in by_id:
                     by_id[decision.query_id].status = decision.status.name
+                chosen = decision.best
                 run.closures.append(
                     ClosureRecord(
                         decision.query_id,
-                        decision.best.candidate.id,
-                        float(decision.best.candidate.similarity),
-                        float(decision.best.score),
+                        chosen.candidate.id,
+                        float(chosen.candidate.similarity),
+                        float(chosen.score),
+                        query_stamp_ns=int(decision.query_stamp_ns),
+                        match_stamp_ns=int(chosen.candidate.stamp_ns),
+                        relative_pose=chosen.relative_pose,
+                        base_pose=chosen.base_pose,
+                        inliers=int(chosen.inliers),
                     )
                 )
     run.wall_time_s = time.perf_counter() - t_start

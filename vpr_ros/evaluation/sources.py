@@ -1,7 +1,8 @@
 """Input sequences for evaluation: an image folder or a rosbag2, as frames in order.
 
-Both yield ``SourceFrame`` (index, stamp, RGB image, camera matrix, pose) and know their
-length up front (for the progress bar). Bags are read with the pure-Python ``rosbags``
+Both yield ``SourceFrame`` (index, stamp, RGB image, camera matrix, ground-truth pose, and
+where the input has them: exact stamp, depth, lens, body odometry, camera extrinsics) and know
+their length up front (for the progress bar). Bags are read with the pure-Python ``rosbags``
 library (rosbag2 in mcap or sqlite3 storage; no ROS installation needed); image payloads go
 through ``vpr_ros.image_conversion`` like on the robot.
 """
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..geometry import camera_matrix_for_width, pose_matrix
 from ..image_conversion import (
@@ -25,7 +25,17 @@ from ..image_conversion import (
     decode_raw,
     read_image_file,
 )
+from ..lens import RECTIFIED, Lens
 from .ground_truth import GroundTruthError, PoseTrack
+from .input_files import (  # noqa: F401 - the readers are re-exported: callers import them from here
+    SourceError,
+    read_camera_info_yaml,
+    read_depth_file,
+    read_extrinsics_yaml,
+    read_lens_yaml,
+    read_stamps_ns,
+    write_camera_info_yaml,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -37,17 +47,18 @@ POSE_TYPES = (
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 
 
-class SourceError(RuntimeError):
-    """An input that cannot be read as a sequence of frames (says which and why)."""
-
-
 @dataclass
 class SourceFrame:
     index: int  # position in the input (file order or image message order)
     stamp: float  # seconds
     image: np.ndarray  # HxWx3 uint8 RGB
     camera_matrix: np.ndarray | None = None
-    pose: np.ndarray | None = None  # 4x4 world_T_camera when the input has poses
+    pose: np.ndarray | None = None  # 4x4 ground truth world_T_camera when the input has poses
+    stamp_ns: int | None = None  # exact stamp (header, stamps file); None: only ``stamp`` is known
+    depth: np.ndarray | None = None  # HxW float32 metres aligned with ``image``, 0 = no depth
+    lens: Lens = RECTIFIED
+    odometry: np.ndarray | None = None  # 4x4 odom_T_base of the body (what the robot estimates)
+    base_T_camera: np.ndarray | None = None  # camera extrinsics in the body frame
 
 
 def natural_sort_key(name: str) -> list:
@@ -65,46 +76,6 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(files, key=lambda p: natural_sort_key(p.name))
 
 
-def read_camera_info_yaml(path: str | Path) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """Camera matrix (and (width, height) when given) from a ROS camera calibration YAML.
-
-    Accepts the camera_calibration_parsers layout (``camera_matrix: {data: [9 numbers]}``,
-    ``image_width``, ``image_height``) or a top-level ``k``/``K`` list of 9 numbers.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"camera info file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
-    k = data.get("camera_matrix", data.get("k", data.get("K")))
-    if isinstance(k, dict):
-        k = k.get("data")
-    try:
-        matrix = np.asarray(k, dtype=np.float64).reshape(3, 3)
-    except (TypeError, ValueError):
-        raise SourceError(f"{path}: no 3x3 camera_matrix (camera_matrix.data or k: 9 numbers)") from None
-    size = None
-    if data.get("image_width") and data.get("image_height"):
-        size = (int(data["image_width"]), int(data["image_height"]))
-    return matrix, size
-
-
-def write_camera_info_yaml(path: str | Path, camera_matrix: np.ndarray, width: int, height: int) -> None:
-    """A pinhole camera without distortion in the camera_calibration_parsers layout."""
-    k = [float(v) for v in np.ravel(camera_matrix)]
-    p = [k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0]
-    data = {
-        "image_width": int(width),
-        "image_height": int(height),
-        "camera_name": "camera",
-        "camera_matrix": {"rows": 3, "cols": 3, "data": k},
-        "distortion_model": "plumb_bob",
-        "distortion_coefficients": {"rows": 1, "cols": 5, "data": [0.0] * 5},
-        "rectification_matrix": {"rows": 3, "cols": 3, "data": [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]},
-        "projection_matrix": {"rows": 3, "cols": 4, "data": p},
-    }
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def _intrinsics(source, width: int):
     """The source's intrinsics for an image ``width`` wide (calibrated at camera_size = (w, h))."""
     size = source.camera_size
@@ -112,10 +83,14 @@ def _intrinsics(source, width: int):
 
 
 class ImageFolderSource:
-    """Images of a folder in natural filename order, ``frame_period`` seconds apart.
+    """Images of a folder in natural filename order, ``frame_period`` seconds apart (or at
+    ``stamps_ns``, one exact stamp per image).
 
-    An image that cannot be read, or is over ``max_image_pixels`` (checked from its header,
-    before decoding), stops the run with a SourceError naming the file.
+    Optional: ``depth_folder`` with a depth image of the same name (stem) per image; body
+    ``odometry`` and ground-truth ``poses`` looked up by stamp (within ``max_pose_dt``);
+    ``lens`` and ``base_T_camera`` given to every frame. An image that cannot be read, or is
+    over ``max_image_pixels`` (checked from its header, before decoding), stops the run with a
+    SourceError naming the file.
     """
 
     def __init__(
@@ -129,6 +104,11 @@ class ImageFolderSource:
         max_frames: int | None = None,
         start_time: float = 0.0,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        depth_folder: str | Path | None = None,
+        stamps_ns: list[int] | None = None,
+        odometry: PoseTrack | None = None,
+        base_T_camera: np.ndarray | None = None,
+        lens: Lens = RECTIFIED,
     ):
         if frame_period <= 0:
             raise SourceError(f"frame period must be > 0, got {frame_period}")
@@ -141,6 +121,23 @@ class ImageFolderSource:
         self.camera_size = camera_size
         self.poses = poses
         self.max_pose_dt = max_pose_dt
+        self.odometry = odometry
+        self.base_T_camera = base_T_camera
+        self.lens = lens
+        self.stamps_ns = None
+        if stamps_ns is not None:
+            if len(stamps_ns) < len(self.files):
+                raise SourceError(f"{len(stamps_ns)} stamps for {len(self.files)} images")
+            self.stamps_ns = [int(ns) for ns in stamps_ns[: len(self.files)]]
+            if any(b <= a for a, b in zip(self.stamps_ns[:-1], self.stamps_ns[1:], strict=True)):
+                raise SourceError("frame stamps must increase")
+        self.depth_files = None
+        if depth_folder is not None:
+            by_stem = {p.stem: p for p in list_images(depth_folder)}
+            missing = [p.name for p in self.files if p.stem not in by_stem]
+            if missing:
+                raise SourceError(f"{depth_folder}: no depth image for {missing[0]} ({len(missing)} missing)")
+            self.depth_files = [by_stem[p.stem] for p in self.files]
         # "dataset/images" reads better than "images" in titles.
         parent = self.folder.resolve().parent.name
         self.name = f"{parent}/{self.folder.name}" if parent else self.folder.name
@@ -150,17 +147,49 @@ class ImageFolderSource:
         return len(self.files)
 
     def stamp(self, index: int) -> float:
+        if self.stamps_ns is not None:
+            return self.stamps_ns[index] / 10**9  # int / int: correctly rounded
         return self.start_time + index * self.frame_period
 
     def __iter__(self) -> Iterator[SourceFrame]:
         for i, path in enumerate(self.files):
             try:
                 rgb = read_image_file(path, self.max_image_pixels)
+                depth = None
+                if self.depth_files is not None:
+                    path = self.depth_files[i]
+                    depth = read_depth_file(path, self.max_image_pixels)
             except (OSError, BadImageError) as err:
                 raise SourceError(f"cannot read image {path}: {err}") from None
+            if depth is not None and depth.shape != rgb.shape[:2]:
+                raise SourceError(
+                    f"{path}: depth {depth.shape[::-1]} is not the image size {rgb.shape[1::-1]}"
+                )
             stamp = self.stamp(i)
-            pose = self.poses.lookup(stamp, i, self.max_pose_dt) if self.poses is not None else None
-            yield SourceFrame(i, stamp, rgb, _intrinsics(self, rgb.shape[1]), pose)
+            yield SourceFrame(
+                i,
+                stamp,
+                rgb,
+                _intrinsics(self, rgb.shape[1]),
+                _lookup(self.poses, stamp, i, self.max_pose_dt),
+                stamp_ns=None if self.stamps_ns is None else self.stamps_ns[i],
+                depth=depth,
+                lens=self.lens,
+                odometry=_lookup(self.odometry, stamp, i, self.max_pose_dt),
+                base_T_camera=self.base_T_camera,
+            )
+
+
+def _lookup(track: PoseTrack | None, stamp: float, index: int, max_dt: float) -> np.ndarray | None:
+    return track.lookup(stamp, index, max_dt) if track is not None else None
+
+
+def _stamp_ns(msg, bag_time_ns: int) -> int:
+    """Exact header stamp in nanoseconds; the bag's receive time when the header was never set."""
+    stamp = msg.header.stamp
+    if stamp.sec == 0 and stamp.nanosec == 0:
+        return int(bag_time_ns)
+    return int(stamp.sec) * 10**9 + int(stamp.nanosec)
 
 
 def _stamp(msg, bag_time_ns: int) -> float:
@@ -189,9 +218,11 @@ def pose_from_message(msg, msgtype: str) -> np.ndarray:
 class BagSource:
     """Image messages of one topic of a rosbag2 (directory, .mcap or .db3 file), in bag order.
 
-    Optional: the first CameraInfo of ``camera_info_topic`` gives the intrinsics; the
+    Optional: the first CameraInfo of ``camera_info_topic`` gives the intrinsics and lens; the
     messages of ``pose_topic`` (Odometry, PoseStamped, PoseWithCovarianceStamped) or an
-    external ``poses`` track give each frame's pose (nearest stamp within ``max_pose_dt``).
+    external ``poses`` track give each frame's ground-truth pose (nearest stamp within
+    ``max_pose_dt``); an ``odometry`` track (body) and ``base_T_camera`` as for image folders.
+    Frames carry their exact header stamp in ``stamp_ns``.
     Image messages that cannot be decoded, or are over ``max_image_pixels``, are skipped and
     counted in ``bad_images`` (their index is kept, so a ground-truth matrix stays aligned).
     """
@@ -206,6 +237,8 @@ class BagSource:
         max_pose_dt: float = 0.1,
         max_frames: int | None = None,
         max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+        odometry: PoseTrack | None = None,
+        base_T_camera: np.ndarray | None = None,
     ):
         from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
@@ -222,6 +255,9 @@ class BagSource:
         self.bad_image_reasons: dict[str, int] = {}
         self.camera_matrix: np.ndarray | None = None
         self.camera_size: tuple[int, int] | None = None
+        self.lens = RECTIFIED
+        self.odometry = odometry
+        self.base_T_camera = base_T_camera
         self._typestore = get_typestore(Stores.ROS2_HUMBLE)  # for bags without type definitions
         self._reader_cls = AnyReader
         with self._open() as reader:
@@ -281,6 +317,10 @@ class BagSource:
             if k[0, 0] > 0 and k[1, 1] > 0:
                 self.camera_matrix = k
                 self.camera_size = (int(msg.width), int(msg.height))
+                try:
+                    self.lens = Lens.from_camera_info(msg.distortion_model, msg.d)
+                except ValueError as err:
+                    raise SourceError(f"{self.path}: CameraInfo on {topic}: {err}") from None
                 return
         raise SourceError(f"{self.path}: no CameraInfo with a valid K on {topic}")
 
@@ -306,7 +346,8 @@ class BagSource:
             for i, (conn, t, msg) in enumerate(self._messages(reader, connections)):
                 if i >= self.num_frames:
                     return
-                stamp = _stamp(msg, t)
+                stamp_ns = _stamp_ns(msg, t)
+                stamp = stamp_ns / 10**9
                 try:
                     if conn.msgtype == "sensor_msgs/msg/CompressedImage":
                         rgb = decode_compressed(msg.format, msg.data, self.max_image_pixels)
@@ -324,5 +365,14 @@ class BagSource:
                     self.bad_images += 1
                     self.bad_image_reasons[err.reason] = self.bad_image_reasons.get(err.reason, 0) + 1
                     continue
-                pose = self.poses.lookup(stamp, i, self.max_pose_dt) if self.poses is not None else None
-                yield SourceFrame(i, stamp, rgb, _intrinsics(self, rgb.shape[1]), pose)
+                yield SourceFrame(
+                    i,
+                    stamp,
+                    rgb,
+                    _intrinsics(self, rgb.shape[1]),
+                    _lookup(self.poses, stamp, i, self.max_pose_dt),
+                    stamp_ns=stamp_ns,
+                    lens=self.lens,
+                    odometry=_lookup(self.odometry, stamp, i, self.max_pose_dt),
+                    base_T_camera=self.base_T_camera,
+                )

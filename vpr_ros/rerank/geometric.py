@@ -18,10 +18,19 @@ import cv2
 import numpy as np
 
 from ..feature_store import FeatureStore
-from ..geometry import invert_pose
-from ..lens import RECTIFIED, Lens
+from ..geometry import invert_pose, rotation_angle_deg
 from ..types import Candidate, Keyframe, RelativePose, Verification
 from .base import RerankerContext, RerankerSpec, param, sort_verifications
+from .two_view import (
+    Camera,
+    invert_rt,
+    is_planar,
+    keyframe_camera,
+    keypoint_depths,
+    pose_covariance,
+    spread_of,
+    triangulate,
+)
 
 # LO-RANSAC with final least-squares polishing (OpenCV >= 4.5). Plain RANSAC returns the
 # minimal-sample model: on a rendered scene its translation direction was off by 3-6 degrees
@@ -49,87 +58,6 @@ def _to_gray(image: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Camera:
-    """Intrinsics of a keyframe's verification image and its lens distortion."""
-
-    matrix: np.ndarray  # 3x3
-    lens: Lens = RECTIFIED
-
-    def normalise(self, points: np.ndarray) -> np.ndarray:
-        """Pixels -> ideal pinhole coordinates (x/z, y/z): the lens distortion removed."""
-        return self.lens.undistort(points, self.matrix)
-
-    @property
-    def focal(self) -> float:
-        return float(self.matrix[0, 0] + self.matrix[1, 1]) / 2.0
-
-
-def keyframe_camera(keyframe: Keyframe) -> Camera | None:
-    if keyframe.camera_matrix is None:
-        return None
-    return Camera(np.asarray(keyframe.camera_matrix, np.float64), keyframe.lens)
-
-
-def _spread(points: np.ndarray, image_shape: tuple[int, int]) -> tuple[float, float]:
-    """(fraction of the image covered by the points' convex hull, smallest/largest principal axis)."""
-    if len(points) < 3:
-        return 0.0, 0.0
-    hull_area = float(cv2.contourArea(cv2.convexHull(points.astype(np.float32))))
-    coverage = hull_area / float(image_shape[0] * image_shape[1])
-    sv = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
-    return coverage, float(sv[1] / max(sv[0], 1e-9))
-
-
-# A homography that explains this share of the essential-matrix inliers means a planar scene.
-PLANAR_INLIER_RATIO = 0.9
-
-
-def _planar(pq: np.ndarray, pm: np.ndarray, threshold: float) -> bool:
-    """True when one homography fits nearly all inliers (normalised coordinates)."""
-    if len(pq) < 8:
-        return False
-    h, mask = cv2.findHomography(pq, pm, cv2.RANSAC, threshold)
-    return h is not None and mask is not None and mask.sum() >= PLANAR_INLIER_RATIO * len(pq)
-
-
-def keypoint_depths(keypoints: np.ndarray, depth: np.ndarray | None) -> np.ndarray | None:
-    """Depth (metres) at each keypoint's nearest pixel; NaN where the depth image has none."""
-    if depth is None or len(keypoints) == 0:
-        return None
-    depth = np.asarray(depth)
-    u = np.clip(np.rint(keypoints[:, 0]).astype(int), 0, depth.shape[1] - 1)
-    v = np.clip(np.rint(keypoints[:, 1]).astype(int), 0, depth.shape[0] - 1)
-    z = depth[v, u].astype(np.float32)
-    z[~np.isfinite(z) | (z <= 0)] = np.nan
-    return z
-
-
-def pose_covariance(
-    inliers: int, coverage: float, elongation: float = 1.0, metric: bool = False, scene_depth: float = 2.0
-) -> np.ndarray:
-    """6x6 covariance over (x, y, z, rx, ry, rz) that grows when inliers are few or poorly spread.
-
-    q = sqrt(50 / inliers) * sqrt(0.25 / coverage) * sqrt(0.5 / elongation), with coverage
-    (hull area / image area) floored at 0.01 and elongation (second / first principal axis
-    of the inlier pixels) floored at 0.05. Rotation std = 2 deg * q; metric translation std
-    = 0.05 * scene_depth * q (5 % of the median inlier depth); a direction-only translation
-    gets 1e3 m^2 per axis so that a back end treats its scale as unknown.
-    """
-    q = (
-        np.sqrt(50.0 / max(inliers, 1))
-        * np.sqrt(0.25 / max(coverage, 0.01))
-        * np.sqrt(0.5 / max(elongation, 0.05))
-    )
-    rot_var = (np.deg2rad(2.0) * q) ** 2
-    trans_var = (0.05 * max(scene_depth, 0.1) * q) ** 2 if metric else 1e3
-    return np.diag([trans_var] * 3 + [rot_var] * 3)
-
-
-def _invert(rotation: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return rotation.T, -rotation.T @ translation
-
-
-@dataclass(frozen=True)
 class GeometricParams:
     """Parameters ``geometric_<field>``: the one home of their defaults."""
 
@@ -148,6 +76,9 @@ class GeometricParams:
     )
     min_baseline_m: float = param(
         0.15, "least odometry baseline (m) to triangulate the query's points over", range=(0.0, None)
+    )
+    max_pose_disagreement_deg: float = param(
+        2.0, "no pose when PnP and the essential matrix disagree by more (deg)", range=(0.0, 180.0)
     )
 
 
@@ -171,6 +102,7 @@ class GeometricVerifier:
         feature_store: FeatureStore | None = None,
         scale_from_odometry: bool = _DEFAULTS.scale_from_odometry,
         min_baseline_m: float = _DEFAULTS.min_baseline_m,
+        max_pose_disagreement_deg: float = _DEFAULTS.max_pose_disagreement_deg,
     ):
         if feature not in ("sift", "orb"):
             raise ValueError(f"feature must be 'sift' or 'orb', got '{feature}'")
@@ -192,6 +124,7 @@ class GeometricVerifier:
         self._cameras: dict[int, Camera | None] = {}
         self.scale_from_odometry = scale_from_odometry
         self.min_baseline_m = min_baseline_m
+        self.max_pose_disagreement_deg = max_pose_disagreement_deg
         # Recent keyframes with an odometry pose: partners to triangulate a query's points with.
         self._recent: deque[tuple[int, np.ndarray]] = deque(maxlen=RECENT_PARTNERS)
 
@@ -294,7 +227,7 @@ class GeometricVerifier:
         inliers = int(inlier_mask.sum())
         if inliers < self.min_inliers:
             return inliers, False, f"too few inliers ({inliers} < {self.min_inliers})", None
-        coverage, elongation = _spread(m.query_pts[inlier_mask], query_shape)
+        coverage, elongation = spread_of(m.query_pts[inlier_mask], query_shape)
         if elongation < self.min_elongation:
             return inliers, False, "degenerate: inliers are nearly collinear", None
         if coverage < self.min_spread:
@@ -304,13 +237,22 @@ class GeometricVerifier:
         pose_text = ""
         if use_essential:
             spread = (coverage, elongation)
-            pose = self._pnp_pose(m, inlier_mask, feats_q, feats_m, pq, pm, focal, spread)
-            if pose is None and _planar(pq[inlier_mask], pm[inlier_mask], self.threshold / focal):
-                # One plane explains the matches: two decompositions of E fit them equally
-                # (seen: 11 deg rotation error on a wall 1.6 m away). Without depth, no pose.
-                pose_text = ", planar scene: no pose without depth"
-            elif pose is None:
-                pose = self._essential_pose(model, pq, pm, inlier_mask, spread)
+            # One plane explains the matches: two decompositions of E fit them equally (seen:
+            # 11 deg rotation error on a wall 1.6 m away), so E gives no pose there.
+            planar = is_planar(pq[inlier_mask], pm[inlier_mask], self.threshold / focal)
+            essential = None if planar else self._essential_pose(model, pq, pm, inlier_mask, spread)
+            pnp = self._pnp_pose(m, inlier_mask, feats_q, feats_m, pq, pm, focal, spread)
+            disagreement = None
+            if pnp is not None and essential is not None:
+                disagreement = rotation_angle_deg(pnp.rotation.T @ essential.rotation)
+            if disagreement is not None and disagreement > self.max_pose_disagreement_deg:
+                # Two estimates from the same matches that disagree: weak geometry (a few far
+                # points: PnP was 23 deg off where E was within 0.3 deg, and the other way round).
+                pose_text = f", PnP and essential poses disagree by {disagreement:.1f} deg: no pose"
+            else:
+                pose = pnp or essential
+                if pose is None and planar:
+                    pose_text = ", planar scene: no pose without depth"
         kind = "essential" if use_essential else "fundamental"
         if pose is not None:
             pose_text = ", metric pose" if pose.metric else ", pose up to scale"
@@ -360,7 +302,7 @@ class GeometricVerifier:
             rotation, _ = cv2.Rodrigues(rvec)
             translation = tvec.ravel()
             if side == "match":  # PnP gave query_T_match
-                rotation, translation = _invert(rotation, translation)
+                rotation, translation = invert_rt(rotation, translation)
             scene_depth = float(np.median(z[valid][pnp_inliers.ravel()]))
             cov = pose_covariance(len(pnp_inliers), *spread, metric=True, scene_depth=scene_depth)
             return RelativePose(rotation, translation, True, cov)
@@ -394,28 +336,7 @@ class GeometricVerifier:
         if len(m.query_pts) < self.min_matches:
             return None
         rays_q, rays_p = cam_q.normalise(m.query_pts), cam_p.normalise(m.match_pts)
-        proj_q = np.hstack([np.eye(3), np.zeros((3, 1))])
-        proj_p = p_T_q[:3, :]
-        homog = cv2.triangulatePoints(proj_q, proj_p, rays_q.T, rays_p.T)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pts_q = (homog[:3] / homog[3]).T  # in the query camera frame
-        pts_p = pts_q @ p_T_q[:3, :3].T + p_T_q[:3, 3]
-        tol = 2.0 * self.threshold / cam_q.focal
-        with np.errstate(divide="ignore", invalid="ignore"):
-            err_q = np.linalg.norm(pts_q[:, :2] / pts_q[:, 2:] - rays_q, axis=1)
-            err_p = np.linalg.norm(pts_p[:, :2] / pts_p[:, 2:] - rays_p, axis=1)
-            centre_p = -p_T_q[:3, :3].T @ p_T_q[:3, 3]  # partner camera centre, query frame
-            ray_a = pts_q / np.linalg.norm(pts_q, axis=1, keepdims=True)
-            ray_b = (pts_q - centre_p) / np.linalg.norm(pts_q - centre_p, axis=1, keepdims=True)
-            parallax = np.degrees(np.arccos(np.clip(np.sum(ray_a * ray_b, axis=1), -1.0, 1.0)))
-        good = (
-            np.all(np.isfinite(pts_q), axis=1)
-            & (pts_q[:, 2] > 0)
-            & (pts_p[:, 2] > 0)
-            & (err_q < tol)
-            & (err_p < tol)
-            & (parallax >= 1.0)
-        )
+        pts_q, good = triangulate(rays_q, rays_p, p_T_q, 2.0 * self.threshold / cam_q.focal)
         if good.sum() < max(6, self.min_inliers // 2):
             return None
         depth = np.full(len(feats_q["keypoints"]), np.nan, np.float32)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry
+from nav_msgs.msg import Odometry, Path
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -67,6 +67,9 @@ class SequencePlayer(Node):
         self.create_subscription(KeyframeMsg, "vpr/keyframes", self._on_keyframe, 100)
         self.create_subscription(LoopClosure, "vpr/loop_closures", self._on_closure, 100)
         self.create_subscription(LoopClosure, "vpr/rejected", self._on_rejected, 100)
+        self.path: Path | None = None  # the latest vpr/optimized_path (pose_graph_node)
+        self.path_count = 0
+        self.create_subscription(Path, "vpr/optimized_path", self._on_path, 2)
         self.diagnostics: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 20)
 
@@ -90,6 +93,24 @@ class SequencePlayer(Node):
         with self._lock:
             self.closures.append(msg)
             self._lock.notify_all()
+
+    def _on_path(self, msg) -> None:
+        with self._lock:
+            self.path, self.path_count = msg, self.path_count + 1
+            self._lock.notify_all()
+
+    def fresh_path(self, timeout: float = 10.0) -> Path | None:
+        """A vpr/optimized_path published after this call started (so it holds every loop the
+        pose graph had by then): the second one to arrive from now."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            target = self.path_count + 2
+            while self.path_count < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._lock.wait(remaining)
+            return self.path
 
     def _on_rejected(self, msg) -> None:
         with self._lock:

@@ -28,7 +28,7 @@ from ..evaluation.sources import SourceFrame
 from ..msg import LoopClosureArray
 from ..node_parameters import NODE_PARAMETERS
 from . import processes
-from .conversions import stamp_to_ns
+from .conversions import stamp_to_ns, verification_from_msg
 from .player import SequencePlayer, as_time
 
 IMAGE_TOPIC = "/vpr_eval/image_raw"
@@ -113,6 +113,22 @@ class ReplayPlayer(SequencePlayer):
     def _on_rejected(self, msg) -> None:
         self._record_decision(msg)
         super()._on_rejected(msg)
+
+
+def _closure_record(msg) -> ClosureRecord:
+    """A published LoopClosure with its stamps and relative poses (camera and body)."""
+    v = verification_from_msg(msg)
+    return ClosureRecord(
+        int(msg.query_id),
+        int(msg.match_id),
+        float(msg.similarity),
+        float(msg.reranker_score),
+        query_stamp_ns=stamp_to_ns(msg.query_stamp),
+        match_stamp_ns=stamp_to_ns(msg.match_stamp),
+        relative_pose=v.relative_pose,
+        base_pose=v.base_pose,
+        inliers=int(msg.inliers),
+    )
 
 
 def _ns(stamp: float) -> int:
@@ -214,10 +230,7 @@ def run_replay(
                     status=_status_name(player.status.get(kf_id)),
                 )
             )
-        run.closures = [
-            ClosureRecord(int(m.query_id), int(m.match_id), float(m.similarity), float(m.reranker_score))
-            for m in player.closures
-        ]
+        run.closures = [_closure_record(m) for m in player.closures]
         decided = set(player.decided_at)
         received = set(player.keyframes)
     run.info = {

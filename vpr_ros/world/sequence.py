@@ -82,6 +82,8 @@ def make_world_sequence(
     pitch_deg: float = 0.0,
     same_place_radius_m: float = 3.0,
     same_place_max_angle_deg: float = 45.0,
+    same_place_min_overlap: float = 0.3,
+    same_place_overlap_max_m: float = 10.0,
     start_ns: int = START_NS,
     image_noise: float = 0.0,
     max_frames: int | None = None,
@@ -92,6 +94,11 @@ def make_world_sequence(
     ``camera`` overrides ``lens`` and ``image_size``. ``odom_drift`` defaults to
     ``OdometryDrift(seed=seed)``; ``OdometryDrift.none()`` makes odometry equal ground truth.
     ``image_noise`` adds seeded Gaussian noise (grey levels) to the colour images.
+    Two frames are the same place when their cameras are within ``same_place_radius_m`` and
+    ``same_place_max_angle_deg``, or when they are within ``same_place_overlap_max_m`` and one
+    sees at least ``same_place_min_overlap`` of the other's surfaces (``covisibility``: down a
+    straight corridor, views 5-10 m apart share walls, verification rightly matches them and
+    the relative pose is right). 0 leaves the radius rule alone.
     """
     if frame_period_s <= 0 or speed_mps <= 0:
         raise ValueError("frame_period_s and speed_mps must be > 0")
@@ -140,11 +147,13 @@ def make_world_sequence(
         pitch_deg=pitch_deg,
         same_place_radius_m=same_place_radius_m,
         same_place_max_angle_deg=same_place_max_angle_deg,
+        same_place_min_overlap=same_place_min_overlap,
+        same_place_overlap_max_m=same_place_overlap_max_m,
         start_ns=int(start_ns),
         image_noise=image_noise,
         building=scene.params,
     )
-    return WorldSequence(
+    seq = WorldSequence(
         images=images,
         depths=depths,
         stamps_ns=stamps_ns,
@@ -160,6 +169,13 @@ def make_world_sequence(
         scene=scene,
         params=params,
     )
+    if same_place_min_overlap > 0:
+        overlap = covisibility(seq)
+        centres = cams[:, :3, 3]
+        near = np.linalg.norm(centres[:, None] - centres[None], axis=-1) <= same_place_overlap_max_m
+        shared = np.maximum(overlap, overlap.T) >= same_place_min_overlap
+        seq.same_place = seq.same_place | (near & shared)
+    return seq
 
 
 def revisit_pairs(seq: WorldSequence, count: int = 20) -> list[tuple[int, int]]:
@@ -193,6 +209,8 @@ def covisibility(seq: WorldSequence, stride: int = 16, tolerance: float = 0.02) 
         world = local @ seq.gt_camera_poses[i, :3, :3].T + seq.gt_camera_poses[i, :3, 3]
         for j in range(n):
             pose = seq.gt_camera_poses[j]
+            if pose[:3, 2] @ seq.gt_camera_poses[i, :3, 2] < 0:  # facing apart: nothing shared
+                continue
             pts = (world - pose[:3, 3]) @ pose[:3, :3]  # into camera j
             pts = pts[pts[:, 2] > 0.05]
             if len(pts) == 0:
