@@ -191,6 +191,12 @@ def _parse(argv):
     out = p.add_argument_group("output")
     out.add_argument("--output", required=True, help="folder for report.json, queries.csv and the plots")
     out.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    out.add_argument(
+        "--compare",
+        metavar="NAMES",
+        help="offline: also run these re-rankers (comma list, e.g. geometric,none) on the same "
+        "descriptors and write compare.csv (each verifier's decision per keyframe) and report.json compare",
+    )
     out.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if sum(bool(a) for a in (args.bag, args.images, args.world)) != 1:
@@ -224,6 +230,12 @@ def _parse(argv):
         p.error("--camera-info is for --images; a bag has --camera-info-topic")
     if args.rate <= 0:
         p.error("--rate must be > 0")
+    if args.compare:
+        if args.replay:
+            p.error("--compare runs in-process (each verifier on the same descriptors), not with --replay")
+        args.compare = [n.strip() for n in args.compare.split(",") if n.strip()]
+        if not args.compare or set(args.compare) - set(reranker_names()):
+            p.error(f"--compare takes re-rankers from: {', '.join(reranker_names())}")
     return args
 
 
@@ -387,6 +399,17 @@ def evaluate(args) -> dict:
         files.append(Path(drift["plot"]))
     if not args.no_plots:
         files += write_plots(out, scores, run, gt, title, trajectory=drift is None)
+    if args.compare:
+        from ..evaluation.compare import compare_verifiers, decision_rows, write_compare_csv
+
+        bar = _progress(len(source) * len(args.compare), not args.no_progress, "compare")
+        try:
+            runs, summary = compare_verifiers(source, config, args.compare, gt, window, lambda: bar.update(1))
+        finally:
+            bar.close()
+        report["compare"] = json_safe(summary)
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        files.append(write_compare_csv(out / "compare.csv", decision_rows(runs)))
     report["_files"] = [str(f) for f in files]
     return report
 
@@ -416,6 +439,9 @@ def main(argv=None) -> int:
     )
     print_table(report)
     print_drift(report)
+    from ..evaluation.compare import print_compare
+
+    print_compare(report)
     print("wrote " + ", ".join(files))
     return 0
 
