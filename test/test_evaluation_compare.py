@@ -34,7 +34,7 @@ def test_compare_writes_each_verifiers_decisions(rtabmap_samples, tmp_path):
     out = tmp_path / "eval"
     argv = [
         "--images", str(rtabmap_samples / "images"), "--gt-matrix", str(rtabmap_samples / "ground_truth.bmp"),
-        "--model", "mobilenetv2", "--output", str(out), "--no-plots", "--no-progress",
+        "--model", "mobilenetv2", "--max-frames", "60", "--output", str(out), "--no-plots", "--no-progress",
         "--compare", "geometric,none",
     ]  # fmt: skip
     assert evaluate_main(argv) == 0

