@@ -25,6 +25,7 @@ from ..types import Candidate, Keyframe, RelativePose, Verification
 from . import robust
 from .base import RerankerContext, RerankerSpec, param, sort_verifications
 from .two_view import (
+    XFEAT_PLANAR_FACTOR,
     Camera,
     invert_rt,
     is_planar,
@@ -125,7 +126,7 @@ class GeometricParams:
     # (XFeat: 0.977 vs 0.955) and essential poses on the rendered world were closer (median /
     # max rotation error 0.10 / 0.29 deg vs 0.14 / 0.45 with SIFT), for 1-3 ms more per candidate.
     estimator: str = param(
-        "poselib",
+        "usac",
         "robust model: usac (OpenCV USAC_DEFAULT) or poselib (LO-RANSAC + refinement)",
         choices=robust.ESTIMATORS,
     )
@@ -288,7 +289,8 @@ class GeometricVerifier:
             spread = (coverage, elongation)
             # One plane explains the matches: two decompositions of E fit them equally (seen:
             # 11 deg rotation error on a wall 1.6 m away), so E gives no pose there.
-            planar = is_planar(pq[inlier_mask], pm[inlier_mask], self.threshold / focal)
+            factor = XFEAT_PLANAR_FACTOR if self.feature == "xfeat" else 1.0
+            planar = is_planar(pq[inlier_mask], pm[inlier_mask], self.threshold / focal, factor)
             essential = None if planar else self._essential_pose(model, pq, pm, inlier_mask, spread)
             pnp = self._pnp_pose(m, inlier_mask, feats_q, feats_m, pq, pm, focal, spread)
             disagreement = None
