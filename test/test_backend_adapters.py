@@ -174,7 +174,4 @@ def test_rtabmap_adapter_finds_rtabmap_nodes_by_stamp_and_sends_the_link():
 
 
 def _inverse_translation():
-    pose = body_pose_of(_closure())
-    m = np.eye(4)
-    m[:3, :3], m[:3, 3] = pose.rotation, pose.translation
-    return invert_pose(m)[:3, 3]
+    return invert_pose(body_pose_of(_closure()).matrix())[:3, 3]

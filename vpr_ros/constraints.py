@@ -30,11 +30,7 @@ def body_constraint(
         return None
     if not (is_valid_pose(base_T_cam_match) and is_valid_pose(base_T_cam_query)):
         return None
-    cam = np.eye(4)
-    cam[:3, :3] = camera_pose.rotation
-    if camera_pose.metric:
-        cam[:3, 3] = camera_pose.translation
-    body = np.asarray(base_T_cam_match) @ cam @ invert_pose(base_T_cam_query)
+    body = np.asarray(base_T_cam_match) @ camera_pose.matrix() @ invert_pose(base_T_cam_query)
     ad = adjoint(base_T_cam_query)
     covariance = ad @ np.asarray(camera_pose.covariance, np.float64) @ ad.T
     translation = body[:3, 3] if camera_pose.metric else np.zeros(3)
@@ -44,9 +40,7 @@ def body_constraint(
 def inverse_constraint(pose: RelativePose) -> RelativePose:
     """query_T_match from match_T_query, its right-perturbation covariance moved through the
     adjoint of the original (inv(T exp(xi)) = inv(T) exp(-Ad(T) xi))."""
-    t = np.eye(4)
-    t[:3, :3] = pose.rotation
-    t[:3, 3] = pose.translation if pose.metric else np.zeros(3)
+    t = pose.matrix()
     inverse = invert_pose(t)
     ad = adjoint(t)
     covariance = ad @ np.asarray(pose.covariance, np.float64) @ ad.T

@@ -111,6 +111,19 @@ class RelativePose:
     def kind(self) -> PoseKind:
         return PoseKind.METRIC if self.metric else PoseKind.ROTATION_ONLY
 
+    @property
+    def kind_name(self) -> str:
+        """ "metric" or "rotation_only" (the pose graph's and the reports' names)."""
+        return "metric" if self.metric else "rotation_only"
+
+    def matrix(self) -> np.ndarray:
+        """4x4 match_T_query; a rotation-only pose gets a zero translation (its length is unknown)."""
+        m = np.eye(4)
+        m[:3, :3] = self.rotation
+        if self.metric:
+            m[:3, 3] = self.translation
+        return m
+
 
 @dataclass
 class Verification:

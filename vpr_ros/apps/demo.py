@@ -107,17 +107,16 @@ def run_offline(seq, params: dict, depth: bool = True):
             closures.append((q, m, v.relative_pose, v.base_pose))
             extras.append((v.candidate.similarity, v.inliers))
             if v.base_pose is not None:
-                kind = "metric" if v.base_pose.metric else "rotation_only"
-                constraint, cov = _matrix(v.base_pose), v.base_pose.covariance
-                graph.add_loop(decision.query_stamp_ns, v.candidate.stamp_ns, constraint, cov, kind)
+                pose = v.base_pose
+                graph.add_loop(
+                    decision.query_stamp_ns,
+                    v.candidate.stamp_ns,
+                    pose.matrix(),
+                    pose.covariance,
+                    pose.kind_name,
+                )
     path = dict(graph.optimized_poses())
     return closures, extras, path
-
-
-def _matrix(pose):
-    m = np.eye(4)
-    m[:3, :3], m[:3, 3] = pose.rotation, pose.translation
-    return m
 
 
 def run_ros(seq, params: dict, domain_id: int, depth: bool = True):

@@ -22,10 +22,6 @@ from .run import RunRecord
 ALIGN = "se3"
 
 
-def _kind(pose) -> str:
-    return "metric" if pose.metric else "rotation_only"
-
-
 def drift_report(
     stamps_ns,
     odometry,
@@ -64,13 +60,11 @@ def drift_report(
             skipped["no_base_pose"] += 1
             return
         pose = closure.base_pose
-        between = np.eye(4)
-        between[:3, :3], between[:3, 3] = pose.rotation, pose.translation
         result = graph.add_loop(
-            closure.query_stamp_ns, closure.match_stamp_ns, between, pose.covariance, _kind(pose)
+            closure.query_stamp_ns, closure.match_stamp_ns, pose.matrix(), pose.covariance, pose.kind_name
         )
         if result.added:
-            kinds[_kind(pose)] += 1
+            kinds[pose.kind_name] += 1
             loops.append((result.query_node, result.match_node))
 
     # A closure reaches the graph once the odometry at its query stamp has (as on the robot).

@@ -54,9 +54,7 @@ FIELDS = [
 
 
 def pose_kind(pose: RelativePose | None) -> str:
-    if pose is None:
-        return "none"
-    return "metric" if pose.metric else "rotation_only"
+    return "none" if pose is None else pose.kind_name
 
 
 def pose_errors(estimate: RelativePose | None, truth: np.ndarray) -> dict:

@@ -34,8 +34,8 @@ from std_msgs.msg import Float64MultiArray
 from ..constraints import information_matrix, inverse_constraint
 from ..geometry import matrix_to_quaternion
 from ..msg import LoopClosure
-from ..types import PoseKind, RelativePose
-from .conversions import pose_to_matrix, stamp_to_ns, stamp_to_sec
+from ..types import RelativePose
+from .conversions import pose_from_fields, stamp_to_ns, stamp_to_sec
 from .diagnostics import OK, NodeDiagnostics
 from .guard import guarded
 from .params import declare_node_parameters
@@ -46,14 +46,7 @@ MAX_RTABMAP_NODES = 200_000  # node id <-> stamp pairs remembered (16 B each)
 
 def body_pose_of(msg: LoopClosure) -> RelativePose | None:
     """The message's body-frame constraint (match_T_query), or None."""
-    if msg.base_pose_kind not in (PoseKind.METRIC, PoseKind.ROTATION_ONLY):
-        return None
-    m = pose_to_matrix(msg.base_relative_pose)
-    if m is None:
-        return None
-    metric = msg.base_pose_kind == PoseKind.METRIC
-    cov = np.asarray(msg.base_covariance, np.float64).reshape(6, 6)
-    return RelativePose(m[:3, :3], m[:3, 3] if metric else np.zeros(3), metric, cov)
+    return pose_from_fields(msg.base_pose_kind, msg.base_relative_pose, msg.base_covariance)
 
 
 class LioSamAdapter:

@@ -228,7 +228,7 @@ def _pose_fields(pose: RelativePose) -> tuple[int, Pose, list[float]]:
     return int(pose.kind), matrix_to_pose(pose.rotation, translation), covariance
 
 
-def _pose_from_fields(kind: int, pose: Pose, covariance, direction=None) -> RelativePose | None:
+def pose_from_fields(kind: int, pose: Pose, covariance, direction=None) -> RelativePose | None:
     if kind not in (PoseKind.METRIC, PoseKind.ROTATION_ONLY):
         return None
     m = pose_to_matrix(pose)
@@ -249,14 +249,14 @@ def verification_from_msg(msg: LoopClosure) -> Verification:
         msg.match_frame_id,
         stamp_to_ns(msg.match_stamp),
     )
-    base_pose = _pose_from_fields(msg.base_pose_kind, msg.base_relative_pose, msg.base_covariance)
+    base_pose = pose_from_fields(msg.base_pose_kind, msg.base_relative_pose, msg.base_covariance)
     return Verification(
         cand,
         float(msg.reranker_score),
         int(msg.inliers),
         msg.status == LoopClosure.ACCEPTED,
         msg.reason,
-        _pose_from_fields(msg.pose_kind, msg.relative_pose, msg.covariance, msg.translation_direction),
+        pose_from_fields(msg.pose_kind, msg.relative_pose, msg.covariance, msg.translation_direction),
         base_pose,
         msg.base_frame_id if base_pose is not None else "",
     )

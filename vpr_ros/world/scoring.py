@@ -51,7 +51,7 @@ def score_closures(seq: WorldSequence, closures) -> list[ClosureScore]:
     for q, m, camera_pose, body_pose in closures:
         truth_cam = invert_pose(seq.gt_camera_poses[m]) @ seq.gt_camera_poses[q]
         truth_body = invert_pose(seq.gt_body_poses[m]) @ seq.gt_body_poses[q]
-        kind = "none" if camera_pose is None else ("metric" if camera_pose.metric else "rotation_only")
+        kind = "none" if camera_pose is None else camera_pose.kind_name
         out.append(
             ClosureScore(
                 q,
