@@ -72,7 +72,7 @@ def test_pose_graph_node_corrects_drift_from_loop_closure_messages():
                 constraint = np.linalg.inv(gt[m]) @ gt[q]
                 constraint[:3, 3] += rng.normal(scale=0.03, size=3)
                 loop_pub.publish(_loop(q, m, constraint))
-            time.sleep(0.002)  # a robot's odometry rate, not a burst the DDS queue drops
+            time.sleep(0.005)  # 200 Hz, a fast robot's odometry rate, not a burst
         # Ignored: a rejected closure, and one without a body-frame constraint.
         loop_pub.publish(_loop(len(odom) - 1, 10, np.eye(4), status=LoopClosure.FAILED_VERIFICATION))
         loop_pub.publish(_loop(len(odom) - 1, 10, np.eye(4), kind=LoopClosure.POSE_NONE))

@@ -42,6 +42,9 @@ GRAPH_PARAMETERS = (
     "rotation_only_translation_sigma",
 )
 MAX_WAITING_LOOPS = 100
+# Odometry queued while an iSAM2 update holds the graph: 5 s at 200 Hz. A shallower queue
+# drops poses on a busy CPU and loops near the hole are skipped as odometry gaps.
+ODOM_QUEUE_DEPTH = 1000
 POSE_KINDS = {LoopClosure.POSE_METRIC: "metric", LoopClosure.POSE_ROTATION_ONLY: "rotation_only"}
 
 
@@ -64,7 +67,7 @@ class PoseGraphNode(Node):
         self.path_pub = self.create_publisher(Path, "vpr/optimized_path", 2)
         self.correction_pub = self.create_publisher(TransformStamped, "vpr/map_to_odom", 10)
         self._tf = _tf_broadcaster(self)
-        self.create_subscription(Odometry, odom_topic, guarded(self, "odom", self._on_odom), 100)
+        self.create_subscription(Odometry, odom_topic, guarded(self, "odom", self._on_odom), ODOM_QUEUE_DEPTH)
         self.create_subscription(
             LoopClosure, value("loop_closure_topic"), guarded(self, "loop", self._on_loop), 100
         )
