@@ -15,7 +15,10 @@ from vpr_ros.apps.make_bag import make_bag
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # A short sequence needs a short exclusion window, or no revisit is far enough back.
-SHORT_WINDOW = ["-p", "exclude_recent_seconds=8", "-p", "exclude_recent_keyframes=4"]
+SHORT_WINDOW = [
+    *("-p", "exclude_recent_seconds=8", "-p", "exclude_recent_keyframes=4"),
+    *("-p", "exclude_recent_distance_m=0"),
+]
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -101,3 +101,17 @@ def test_ranges_are_declared_and_enforced(nodes):
     assert not loop.set_parameters([Parameter("diagnostics_period", value=0.0)])[0].successful
     (ratio,) = reranker.describe_parameters(["geometric_ratio"])
     assert ratio.floating_point_range, "re-ranker parameter ranges reach ROS too"
+
+
+def test_exclusion_and_consistency_parameters_reach_their_nodes(nodes):
+    descriptor, _, loop, *_ = nodes
+    for name in ("exclude_recent_distance_m", "stationary_similarity"):
+        assert descriptor.has_parameter(name), name
+    for name in ("consistency_mode", "sequence_length"):
+        assert loop.has_parameter(name), name
+    (mode,) = loop.describe_parameters(["consistency_mode"])
+    assert mode.additional_constraints == "one of: neighbours, sequence"
+    assert loop.config.consistency_mode == "neighbours" and loop.decider.mode == "neighbours"
+    (similarity,) = descriptor.describe_parameters(["stationary_similarity"])
+    bounds = similarity.floating_point_range[0]
+    assert (bounds.from_value, bounds.to_value) == (0.0, 1.0)

@@ -360,7 +360,7 @@ def test_localisation_against_a_saved_map(corridor, domain, tmp_path):
             )
 
         without_pose = sorted(k for k in probe.keyframes.values() if not k[2])
-        assert probe.wait(all_edges_drawn, 5), (
+        assert probe.wait(all_edges_drawn, 20), (  # 5 s was too short on a loaded machine
             f"not every loop closure is drawn; keyframes without pose {without_pose}"
         )
         edges = probe.markers.markers[1].points

@@ -25,11 +25,19 @@ from .rerank import registry as rerankers  # cheap: re-ranker modules load on fi
 ROS_NODE_PARAMETERS = node_only_parameter_names()
 
 
-def _p(default: Any, description: str, range: tuple[float | None, float | None] | None = None) -> Any:
-    """A pipeline parameter: default, meaning and optional inclusive ``range`` (None = open end)."""
+def _p(
+    default: Any,
+    description: str,
+    range: tuple[float | None, float | None] | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A pipeline parameter: default, meaning, optional inclusive ``range`` (None = open end)
+    or allowed ``choices``."""
     metadata: dict[str, Any] = {"description": description}
     if range is not None:
         metadata["range"] = range
+    if choices is not None:
+        metadata["choices"] = choices
     return field(default=default, metadata=metadata)
 
 
@@ -66,6 +74,18 @@ class PipelineConfig:
     exclude_recent_seconds: float = _p(
         30.0, "keyframes newer than this many seconds are never candidates", (0.0, None)
     )
+    exclude_recent_distance_m: float = _p(
+        20.0,
+        "with odometry: keyframes less than this many metres of path (summed keyframe to keyframe) "
+        "before the query are never candidates (0 = off)",
+        (0.0, None),
+    )
+    stationary_similarity: float = _p(
+        0.95,
+        "without odometry: a keyframe at least this similar to the previous one continues its "
+        "stationary run, and the query's run is never a candidate (1 = off)",
+        (0.0, 1.0),
+    )
     index_factory: str = _p(
         "Flat", "FAISS index_factory string over inner product (Flat, HNSW32, IVF1024,PQ64)"
     )
@@ -77,6 +97,9 @@ class PipelineConfig:
     reranker: str = _p("geometric", "re-ranker registry name")  # descriptions() lists them
     verification_image_width: int = _p(
         640, "keyframe images are downscaled to this width for verification", (32, 8192)
+    )
+    verification_upscale: bool = _p(
+        True, "narrower keyframe images are enlarged to verification_image_width (small cameras)"
     )
     feature_ram_budget_mb: float = _p(
         512.0, "RAM for re-ranking features; older keyframes spill to disk", (0.0, None)
@@ -91,7 +114,18 @@ class PipelineConfig:
     # decision
     min_similarity: float = _p(0.0, "minimum global similarity of a loop closure")
     min_reranker_score: float = _p(-math.inf, "minimum re-ranker score (inliers for geometric)")
-    consistency: int = _p(2, "consecutive agreeing keyframes needed (1 = accept at once)", (1, 100))
+    consistency_mode: str = _p(
+        "neighbours",
+        "neighbours: recent queries matched near the same keyframes; sequence: a run of queries "
+        "matched a run of map keyframes in order, at a steady id offset",
+        choices=("neighbours", "sequence"),
+    )
+    consistency: int = _p(
+        2, "neighbours mode: consecutive agreeing keyframes needed (1 = accept at once)", (1, 100)
+    )
+    sequence_length: int = _p(
+        4, "sequence mode: query keyframes in the matched run (1 = accept at once)", (1, 100)
+    )
     consistency_id_tolerance: int = _p(
         3, "match ids of agreeing keyframes may differ by this plus the query gap", (0, None)
     )

@@ -1,5 +1,11 @@
 """Incremental FAISS map of keyframe descriptors with recent-keyframe exclusion.
 
+Recent keyframes are never loop candidates: the newest ``exclude_recent`` ones, those within
+``exclude_seconds``, those within ``exclude_distance_m`` of odometry path (each record keeps
+the path length driven up to it, so a slow or stopped robot is covered whatever the clock
+says) and, on request, every keyframe from a given id on (a stationary run). Every rule but
+the time one cuts the newest ids, so together they are one id limit, found by bisection.
+
 The index is described by a FAISS ``index_factory`` string ("Flat", "HNSW32",
 "IVF1024,PQ64", ...) over inner product, which is cosine similarity for the L2-normalised
 descriptors every model produces. Keyframe ids are stored in the index (IDMap), so they stay
@@ -13,13 +19,16 @@ on disk are ``store``'s business.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
+from array import array
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
+from ..geometry import is_valid_pose
 from ..types import Candidate, sec_to_ns
 from .errors import check_float, check_int, check_stamp_ns, check_str, short
 
@@ -34,6 +43,9 @@ class KeyframeRecord:
     camera: str = ""
     pose: np.ndarray | None = None  # 4x4 odom_T_camera when known
     stamp_ns: int | None = None  # exact header stamp (maps written before it: from ``stamp``)
+    # Metres of odometry path from the map's first posed keyframe (None: no pose, or a map
+    # written before it; such keyframes fall back to the keyframe and seconds rules).
+    path_length: float | None = None
 
     def __post_init__(self):
         if self.stamp_ns is None:
@@ -50,6 +62,7 @@ class KeyframeRecord:
             "frame_id": self.frame_id,
             "camera": self.camera,
             "pose": pose,
+            "path_length": self.path_length if _finite(self.path_length) else None,
         }
 
     @classmethod
@@ -63,6 +76,11 @@ class KeyframeRecord:
             if not isinstance(pose, list) or len(pose) != 16:
                 raise ValueError(f"keyframe {kf_id}: pose {short(pose)} is not 16 numbers")
             pose = np.array([check_float(v, f"keyframe {kf_id} pose value") for v in pose]).reshape(4, 4)
+        path = d.get("path_length")
+        if path is not None:
+            path = check_float(path, f"keyframe {kf_id} path_length")
+            if path < 0:
+                raise ValueError(f"keyframe {kf_id}: path_length {path} is negative")
         return cls(
             id=kf_id,
             stamp=check_float(d.get("stamp"), f"keyframe {kf_id} stamp"),
@@ -70,7 +88,12 @@ class KeyframeRecord:
             frame_id=check_str(d.get("frame_id", ""), f"keyframe {kf_id} frame_id"),
             camera=check_str(d.get("camera", ""), f"keyframe {kf_id} camera"),
             pose=pose,
+            path_length=path,
         )
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 @dataclass
@@ -140,6 +163,15 @@ class KeyframeMap:
         self._pending_ids: list[int] = []
         self._pending: list[np.ndarray] = []
         self._next_id = 0
+        self._reset_path()
+
+    def _reset_path(self) -> None:
+        # Keyframes with a path length, in id order (so the lengths never decrease): the
+        # distance rule bisects them (typed arrays: 16 bytes a keyframe). The newest posed one
+        # is where the path goes on from.
+        self._path_ids = array("q")
+        self._path_lengths = array("d")
+        self._path_tail: tuple[np.ndarray, float] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -159,6 +191,7 @@ class KeyframeMap:
         self.index.reset()
         self.records.clear()
         self._pending, self._pending_ids = [], []
+        self._reset_path()
 
     def snapshot(self) -> MapSnapshot:
         index = faiss.index_gpu_to_cpu(self.index) if self.on_gpu else self.index
@@ -206,6 +239,8 @@ class KeyframeMap:
                 f"disagree: ids without a record {strays}, records without a descriptor {lost}"
             )
         kmap = cls(snap.dim, snap.index_factory, device=device, train_size=train_size, index=index)
+        for record in sorted(snap.records, key=lambda r: r.id):
+            kmap._index_path(record)  # refuses path lengths that go down
         kmap.records = {r.id: r for r in snap.records}
         kmap._pending = list(snap.pending)
         kmap._pending_ids = [int(i) for i in pending_ids]
@@ -225,9 +260,13 @@ class KeyframeMap:
         x = self._check(descriptor)
         if not math.isfinite(stamp):
             raise ValueError(f"keyframe stamp {stamp} is not finite")
+        if "path_length" not in record_fields:
+            record_fields["path_length"] = self.path_length_at(record_fields.get("pose"))
+        record = KeyframeRecord(id=self._next_id, stamp=float(stamp), **record_fields)
+        self._index_path(record)
         kf_id = self._next_id
         self._next_id += 1
-        self.records[kf_id] = KeyframeRecord(id=kf_id, stamp=float(stamp), **record_fields)
+        self.records[kf_id] = record
         if self.index.is_trained:
             self.index.add_with_ids(x, np.array([kf_id], dtype=np.int64))
         else:
@@ -236,6 +275,30 @@ class KeyframeMap:
             if len(self._pending) >= self.train_size:
                 self._train()
         return kf_id
+
+    def path_length_at(self, pose: np.ndarray | None) -> float | None:
+        """The path length of a keyframe at ``pose`` added now: the newest posed keyframe's
+        plus the straight step from it (0 for the first). None without a valid pose (one NaN
+        step would end the path)."""
+        if pose is None or not is_valid_pose(pose):
+            return None
+        if self._path_tail is None:
+            return 0.0
+        tail_pose, tail_length = self._path_tail
+        return tail_length + float(np.linalg.norm(np.asarray(pose, np.float64)[:3, 3] - tail_pose[:3, 3]))
+
+    def _index_path(self, record: KeyframeRecord) -> None:
+        if record.path_length is None:
+            return
+        if self._path_lengths and record.path_length < self._path_lengths[-1]:
+            raise ValueError(
+                f"keyframe {record.id} path_length {record.path_length} is below the "
+                f"{self._path_lengths[-1]} of keyframe {self._path_ids[-1]}"
+            )
+        self._path_ids.append(record.id)
+        self._path_lengths.append(record.path_length)
+        if record.pose is not None and is_valid_pose(record.pose):
+            self._path_tail = (np.asarray(record.pose, np.float64), record.path_length)
 
     def _train(self) -> None:
         data = np.stack(self._pending)
@@ -252,13 +315,26 @@ class KeyframeMap:
         exclude_seconds: float = 0.0,
         query_stamp: float | None = None,
         min_similarity: float = -1.0,
+        exclude_distance_m: float = 0.0,
+        query_path_length: float | None = None,
+        exclude_from_id: int | None = None,
     ) -> list[Candidate]:
-        """Top-k keyframes by similarity, skipping the ``exclude_recent`` newest keyframes and
-        those within ``exclude_seconds`` of ``query_stamp``; best first."""
+        """Top-k keyframes by similarity, best first, skipping the ``exclude_recent`` newest
+        keyframes, those within ``exclude_seconds`` of ``query_stamp``, those less than
+        ``exclude_distance_m`` of path before ``query_path_length`` (``path_length_at``) and
+        every keyframe with an id of at least ``exclude_from_id``."""
         x = self._check(descriptor)
         if k <= 0 or not self.records:
             return []
         newest_allowed = self._next_id - 1 - max(0, exclude_recent)
+        if exclude_distance_m > 0 and query_path_length is not None:
+            # Lengths grow with the ids: the first one within the distance, and every keyframe
+            # after it (with a pose or not: it lies on the path since then), are too near.
+            near = bisect.bisect_right(self._path_lengths, query_path_length - exclude_distance_m)
+            if near < len(self._path_ids):
+                newest_allowed = min(newest_allowed, self._path_ids[near] - 1)
+        if exclude_from_id is not None:
+            newest_allowed = min(newest_allowed, exclude_from_id - 1)
         time_limit = None
         if exclude_seconds > 0 and query_stamp is not None:
             time_limit = query_stamp - exclude_seconds
@@ -268,8 +344,9 @@ class KeyframeMap:
                 return False
             return time_limit is None or self.records[kf_id].stamp <= time_limit
 
-        # Ask for more than k so that excluded keyframes can be dropped; widen if needed.
-        want = k + max(0, exclude_recent)
+        # Ask for k more than the ids cut off, so that k allowed ones come back unless the time
+        # rule (stamps may jump back) drops more; widen then.
+        want = k + max(0, self._next_id - 1 - newest_allowed)
         while True:
             ids, sims = self._raw_search(x, want)
             out = [

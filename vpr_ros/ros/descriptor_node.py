@@ -50,11 +50,14 @@ PARAMETERS = [
     "top_k",
     "exclude_recent_keyframes",
     "exclude_recent_seconds",
+    "exclude_recent_distance_m",
+    "stationary_similarity",
     "index_factory",
     "map_device",
     "localization_only",
     "reranker",  # which model local features the keyframes must carry
     "verification_image_width",
+    "verification_upscale",
     "queue_size",
 ]
 

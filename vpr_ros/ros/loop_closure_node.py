@@ -31,7 +31,9 @@ PARAMETERS = [
     "reranker",  # verdicts from any other re-ranker are refused
     "min_similarity",
     "min_reranker_score",
+    "consistency_mode",
     "consistency",
+    "sequence_length",
     "consistency_id_tolerance",
     "consistency_max_query_gap",
     "accept_score",
