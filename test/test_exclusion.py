@@ -241,8 +241,12 @@ def stopped():
 @pytest.mark.parametrize("with_odometry", [True, False], ids=["odometry", "no_odometry"])
 def test_a_slow_drive_closes_no_loop_on_itself(encoder, slow_drive, with_odometry):
     assert _closures(encoder, *slow_drive, with_odometry) == []
+    # XFeat at 100 inliers (the default) does not verify these views 3-4 m apart; the older,
+    # looser SIFT at 20 inliers does, and then the rule alone keeps them out.
+    loose = {"geometric_feature": "sift", "geometric_min_inliers": 20}
+    assert _closures(encoder, *slow_drive, with_odometry, **loose) == []
     rule_off = {"exclude_recent_distance_m": 0.0} if with_odometry else {"stationary_similarity": 1.0}
-    assert len(_closures(encoder, *slow_drive, with_odometry, **rule_off)) >= 8  # what it was
+    assert len(_closures(encoder, *slow_drive, with_odometry, **loose, **rule_off)) >= 8  # what it was
 
 
 @pytest.mark.parametrize("with_odometry", [True, False], ids=["odometry", "no_odometry"])

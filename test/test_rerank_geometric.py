@@ -91,7 +91,7 @@ def scene():
 
 @pytest.fixture(scope="module")
 def verifier():
-    return GeometricVerifier(min_inliers=25)
+    return GeometricVerifier(feature="sift", min_inliers=25)  # SIFT-specific checks (features dict, gates)
 
 
 def _keyframes(scene, query_depth=True, match_depth=False, intrinsics=True):
@@ -150,7 +150,7 @@ def test_known_homography_planar_pair_matches_and_passes():
     img = np.repeat(_texture(rng)[..., None], 3, axis=2)
     hom = np.array([[0.92, 0.08, 30.0], [-0.05, 0.95, 12.0], [1e-4, -5e-5, 1.0]])
     warped = cv2.warpPerspective(img, hom, (W, H))
-    verifier = GeometricVerifier()
+    verifier = GeometricVerifier(feature="sift", min_inliers=20)
     fq, fm = verifier.features(img), verifier.features(warped)
     m = verifier.match(fq, fm)
     projected = cv2.perspectiveTransform(m.query_pts.reshape(-1, 1, 2), hom).reshape(-1, 2)

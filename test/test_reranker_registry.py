@@ -178,7 +178,7 @@ def test_a_registered_reranker_runs_in_evaluate_and_its_parameter_is_reported(to
     report = json.loads((out / "report.json").read_text())
     assert report["parameters"]["reranker"] == "toy"
     assert report["parameters"]["toy_min_score"] == 0.42
-    assert report["parameters"]["geometric_min_inliers"] == 20  # every re-ranker's parameters
+    assert report["parameters"]["geometric_min_inliers"] == 100  # every re-ranker's parameters
     assert report["num_keyframes"] == 8
     # The toy's score (a descriptor dot product) is what decided, not inlier counts.
     with (out / "queries.csv").open() as f:
@@ -309,7 +309,7 @@ def test_reset_of_the_none_reranker_and_of_the_stage():
 
 
 def test_each_default_has_one_home():
-    assert GeometricVerifier().min_inliers == GeometricParams().min_inliers == 20
+    assert GeometricVerifier().min_inliers == GeometricParams().min_inliers == 100
     assert GeometricVerifier().min_matches == GeometricParams().min_matches == 12
     assert KeyPatchReranker().min_inliers == KeyPatchParams().min_inliers
     pairvpr = PairVPRReranker(model=_tiny_pairvpr())

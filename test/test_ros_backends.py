@@ -12,6 +12,7 @@ than 60 % of the odometry drift out.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -127,7 +128,10 @@ def test_closures_carry_accurate_camera_and_body_constraints(world, run):
     assert summary["true"] >= 80, summary
     with_pose = [c for c in score.closures if c.kind != "none"]
     assert len(with_pose) >= 0.8 * len(score.closures)
-    assert all(c.kind == "metric" for c in with_pose)  # depth: every pose is metric
+    # Depth: poses are metric, but for the few where PnP fails or disagrees with the essential
+    # matrix (then rotation-only, its rotation checked below like the rest).
+    kinds = Counter(c.kind for c in with_pose)
+    assert kinds["metric"] >= 0.9 * len(with_pose) and set(kinds) <= {"metric", "rotation_only"}, kinds
     for body in (False, True):
         rot = score.values("rotation_error_deg", body)
         assert np.median(rot) <= 0.5 and np.percentile(rot, 95) <= 2.0, rot

@@ -365,7 +365,8 @@ def test_localisation_against_a_saved_map(corridor, domain, tmp_path):
         )
         edges = probe.markers.markers[1].points
         assert {round(p.y, 3) for p in edges[0::2]} == {2.0} and {round(p.y, 3) for p in edges[1::2]} == {0.0}
-        assert probe.debug_images and all(size == (1024, 384) for size in probe.debug_images)
+        # Two 640x480 views side by side: the 512x384 images are enlarged for verification.
+        assert probe.debug_images and all(size == (1280, 480) for size in probe.debug_images)
 
         def diagnostics_caught_up():  # they go out once a second
             published = probe.diag("loop_closure_node").get("loop_closures_published")

@@ -106,7 +106,9 @@ class OpenCVFeatures:
 class GeometricParams:
     """Parameters ``geometric_<field>``: the one home of their defaults."""
 
-    feature: str = param("sift", "local features: sift, orb or xfeat (learned, 64-D)", choices=FEATURES)
+    # Defaults from tools/sweep_defaults.py over ten data sets (docs/reranking.md): XFeat at 100
+    # inliers is the one setting with no false closure anywhere and RTAB-Map recall >= 0.93.
+    feature: str = param("xfeat", "local features: xfeat (learned, 64-D), sift or orb", choices=FEATURES)
     max_features: int = param(1000, "local features per keyframe", range=(1, None))
     ratio: float = param(0.8, "Lowe ratio test threshold (sift, orb)", range=(0.0, 1.0))
     matcher: str = param(
@@ -118,7 +120,9 @@ class GeometricParams:
     min_matches: int = param(
         12, "minimum mutual matches before RANSAC (at least 8 are used)", range=(0, None)
     )
-    min_inliers: int = param(20, "minimum RANSAC inliers for a pass", range=(0, None))
+    min_inliers: int = param(
+        100, "minimum RANSAC inliers for a pass (xfeat 100; with sift or orb use 40)", range=(0, None)
+    )
     ransac_threshold_px: float = param(
         2.0, "RANSAC threshold in pixels of the verification image", range=(0.0, None)
     )
