@@ -44,7 +44,7 @@ class CameraExtrinsics:
                 self._listener = tf2.TransformListener(self._buffer, node)
                 self.source = "tf2"
         if not self.source:
-            self.log.warn(
+            self.log.warning(
                 "no camera extrinsics (set camera_extrinsics, or install tf2_ros and publish "
                 f"{base_frame} -> camera): loop closures carry no body-frame constraint"
             )
