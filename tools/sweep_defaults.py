@@ -31,8 +31,7 @@ from vpr_ros.config import PipelineConfig, default_params_file, load_config, rea
 from vpr_ros.encoder import Encoder  # noqa: E402
 from vpr_ros.evaluation.compare import CachingEncoder  # noqa: E402
 from vpr_ros.evaluation.metrics import score_loop_closures  # noqa: E402
-from vpr_ros.loop_closure import LoopClosureDecider  # noqa: E402
-from vpr_ros.pipeline import LoopClosurePipeline  # noqa: E402
+from vpr_ros.pipeline import LoopClosurePipeline, build_decider  # noqa: E402
 from vpr_ros.types import Frame  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "rtabmap_samples"
@@ -149,15 +148,9 @@ def collect(data: DataSet, config: PipelineConfig, encoder) -> list:
 
 
 def decide(steps, frame_of, config, min_inliers: int, mode: str, length: int) -> list:
-    decider = LoopClosureDecider(
-        min_similarity=config.min_similarity,
-        min_score=config.min_reranker_score,
-        consistency=length,
-        id_tolerance=config.consistency_id_tolerance,
-        max_query_gap=config.consistency_max_query_gap,
-        accept_score=config.accept_score,
-        mode=mode,
-        sequence_length=length,
+    # The nodes' own decider (build_decider), with this row's consistency setting.
+    decider = build_decider(
+        config.with_values(consistency_mode=mode, consistency=length, sequence_length=length)
     )
     closures = []
     for kf_id, stamp_ns, verifications in steps:

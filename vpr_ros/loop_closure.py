@@ -156,10 +156,11 @@ class LoopClosureDecider:
         ]
         # The best-ranked candidate that completes a run, else the best one.
         head = next((h for h in heads if h.length >= self.sequence_length), heads[0])
-        run = self._run(head) if head.length >= self.sequence_length else []
+        complete = head.length >= self.sequence_length
+        run = self._run(head) if complete else []  # before the heads join the history
         self._history.extend(heads)
         best = head.verification
-        if head.length >= self.sequence_length:
+        if complete:
             decision = self._accept(query_id, stamp_ns, best, f"{best.reason}; run of {head.length} in order")
             self._confirm(decision, run)
             return decision
